@@ -1,0 +1,91 @@
+"""Opening the images users actually have: phone photos, transparent PNGs, CMYK JPEGs, 16-bit scans, GIFs.
+
+``load_rgb`` turns any of them into an upright 8-bit RGB image or raises ``ImageLoadError`` naming the file and
+what to do about it, so that callers can report the file and carry on with the rest of a folder.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".avif", ".jxl"})
+
+# Transparent pixels become white: the convention of the WD14 taggers and of most training guides.
+BACKGROUND = (255, 255, 255)
+
+
+class ImageLoadError(Exception):
+    """An image that cannot be used; the message names the file and the fix."""
+
+    def __init__(self, path: str | os.PathLike, reason: str):
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"{self.path}: {reason}")
+
+
+def is_image_file(path: str | os.PathLike) -> bool:
+    return Path(path).suffix.lower() in IMAGE_EXTENSIONS
+
+
+def iter_image_files(folder: str | os.PathLike, *, recursive: bool = True) -> Iterator[Path]:
+    """Image files under ``folder`` in a stable (sorted) order; hidden files and folders are skipped."""
+    root = Path(folder)
+    if not recursive:
+        yield from sorted(p for p in root.iterdir() if p.is_file() and is_image_file(p) and not p.name.startswith("."))
+        return
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in sorted(filenames):
+            if not name.startswith(".") and is_image_file(name):
+                yield Path(dirpath) / name
+
+
+def flatten_to_rgb(image: Image.Image, background: tuple[int, int, int] = BACKGROUND) -> Image.Image:
+    """Any PIL mode to RGB, compositing transparency onto ``background``."""
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        # 16/32-bit greyscale: scale to 8 bits instead of letting PIL clip everything above 255 to white
+        import numpy as np
+
+        arr = np.asarray(image, dtype=np.float64)
+        peak = 65535.0 if arr.max() > 255 else 255.0
+        image = Image.fromarray((arr / peak * 255.0).round().clip(0, 255).astype("uint8"), "L")
+    if image.mode == "F":
+        image = image.convert("L")
+    if image.mode == "P":
+        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = image.convert("RGBA")
+        canvas = Image.new("RGB", rgba.size, background)
+        canvas.paste(rgba, mask=rgba.getchannel("A"))
+        return canvas
+    if image.mode != "RGB":
+        # CMYK, YCbCr, L, 1, I;16 already reduced above
+        return image.convert("RGB")
+    return image
+
+
+def load_rgb(path: str | os.PathLike) -> Image.Image:
+    """Open ``path`` as an upright RGB image (EXIF orientation applied, first frame of an animation)."""
+    p = Path(path)
+    try:
+        if p.stat().st_size == 0:
+            raise ImageLoadError(p, "the file is empty (0 bytes); delete it or copy the image again")
+        with Image.open(p) as image:
+            if getattr(image, "is_animated", False):
+                image.seek(0)
+            image.load()
+            upright = ImageOps.exif_transpose(image)
+            return flatten_to_rgb(upright).copy()
+    except ImageLoadError:
+        raise
+    except FileNotFoundError:
+        raise ImageLoadError(p, "the file does not exist (was it moved or deleted?)") from None
+    except UnidentifiedImageError:
+        raise ImageLoadError(p, "not an image Pillow can read; convert it to PNG or JPEG, or remove it") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        # truncated or corrupt data: Pillow raises OSError("image file is truncated") and friends
+        raise ImageLoadError(p, f"the image is damaged ({exc}); re-export it or remove it from the folder") from None
