@@ -72,11 +72,10 @@ class WebUIHost(TrainingHost):
     """Training host over the WebUI's loaded model. ``webui`` bundles the host modules (see ``WebUIModules``)."""
 
     def __init__(self, webui, *, stop_event: threading.Event, listener: Callable[[Any], None] | None = None,
-                 clip_skip: int = 0, task_id: str | None = None):  # fmt: skip
+                 task_id: str | None = None):  # fmt: skip
         self.webui = webui
         self.stop_event = stop_event
         self.listener = listener
-        self.clip_skip_override = clip_skip
         self.task_id = task_id
         self._exclusive = threading.local()
         self._undo_checkpointing: Callable[[], None] | None = None
@@ -89,7 +88,7 @@ class WebUIHost(TrainingHost):
         return model
 
     def _clip_skip(self) -> int:
-        return int(self.clip_skip_override or getattr(self.webui.shared.opts, "CLIP_stop_at_last_layers", 1) or 1)
+        return int(getattr(self.webui.shared.opts, "CLIP_stop_at_last_layers", 1) or 1)
 
     # --- the four model calls ----------------------------------------------------------------------------------
 
@@ -151,8 +150,6 @@ class WebUIHost(TrainingHost):
             restored = unmerge_builtin_loras(model)
             if restored:
                 self._log(f"took the WebUI's applied LoRA out of {restored} layers before training")
-            if self.clip_skip_override:
-                opts_data["CLIP_stop_at_last_layers"] = self.clip_skip_override
             yield
         finally:
             if self._undo_checkpointing is not None:
@@ -165,6 +162,28 @@ class WebUIHost(TrainingHost):
             for repair in snapshot.restore():
                 log.warning("Train Tools restored the model after the engine: %s", repair)
             self.webui.devices.torch_gc()
+
+    def use_clip_skip(self, clip_skip: int):
+        # opts.data, not opts.<name>=: a temporary value must not be written to the user's config.json
+        opts_data = self.webui.shared.opts.data
+        had, old = "CLIP_stop_at_last_layers" in opts_data, opts_data.get("CLIP_stop_at_last_layers")
+        opts_data["CLIP_stop_at_last_layers"] = int(clip_skip)
+
+        def undo() -> None:
+            if had:
+                opts_data["CLIP_stop_at_last_layers"] = old
+            else:
+                opts_data.pop("CLIP_stop_at_last_layers", None)
+
+        return undo
+
+    def render_samples(self, requests):
+        # The WebUI's own txt2img, with the adapters live in the model; a failure costs the samples, not the run.
+        try:
+            return [self.webui.render_txt2img(r) for r in requests]
+        except Exception as exc:
+            self._log(f"sample images could not be rendered: {type(exc).__name__}: {exc}")
+            return []
 
     def set_gradient_checkpointing(self, enabled: bool) -> Callable[[], None]:
         if self._undo_checkpointing is not None:
@@ -222,4 +241,8 @@ def live_webui():
 
     from modules import call_queue, devices, progress, shared
 
-    return SimpleNamespace(shared=shared, devices=devices, call_queue=call_queue, progress=progress)
+    from lib_lora_train.webui.sample_render import render_txt2img
+
+    return SimpleNamespace(
+        shared=shared, devices=devices, call_queue=call_queue, progress=progress, render_txt2img=render_txt2img
+    )

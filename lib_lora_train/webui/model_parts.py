@@ -37,7 +37,9 @@ def detect_arch(sd_model) -> str:
         raise UnsupportedModel("this looks like WebUI Forge, whose model objects differ; train with the A1111 WebUI")
     for flag in ("is_sdxl_inpaint", "is_sd3"):
         if getattr(sd_model, flag, False):
-            raise UnsupportedModel(f"the loaded model is {flag[3:]}, which Train Tools cannot train; load SD1, SD2 or SDXL")
+            raise UnsupportedModel(
+                f"the loaded model is {flag[3:]}, which Train Tools cannot train; load SD1, SD2 or SDXL"
+            )
     if getattr(sd_model, "is_sdxl", False):
         return "sdxl"
     if getattr(sd_model, "is_sd2", False):
