@@ -101,7 +101,7 @@ def tiny_weights(module: nn.Module) -> nn.Module:
     return module
 
 
-def tiny_unet(*, linear_proj: bool = False):
+def tiny_unet(*, linear_proj: bool = False, layers_per_block: int = 2):
     """A diffusers UNet with SD1's block kinds (attention down/up levels, a plain deepest level), a few KB."""
     from diffusers import UNet2DConditionModel
 
@@ -111,7 +111,7 @@ def tiny_unet(*, linear_proj: bool = False):
         in_channels=4,
         out_channels=4,
         block_out_channels=(8, 16, 16),
-        layers_per_block=2,
+        layers_per_block=layers_per_block,
         down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
         up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
         cross_attention_dim=16,
