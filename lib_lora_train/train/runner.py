@@ -21,6 +21,7 @@ from lib_lora_train.train.adapters import inject_adapters
 from lib_lora_train.train.events import ProgressEvent
 from lib_lora_train.train.latents import LatentCache
 from lib_lora_train.train.loop import LoopContext, run_loop
+from lib_lora_train.train.noise import derived_seed
 from lib_lora_train.train.optimizers import build_optimizer
 from lib_lora_train.train.precision import make_scaler, resolve_precision
 from lib_lora_train.train.runlog import run_log
@@ -101,6 +102,8 @@ def _train(host, settings, version, dataset_dir, resume, result: TrainResult) ->
             if settings.cache_latents != "none":
                 host.report(ProgressEvent("log", message=f"caching latents of {len(feed.items)} images"))
                 feed.precache()
+            # peft draws the initial lora_down weights from the global generator: seed it for reproducible runs
+            torch.manual_seed(derived_seed(settings.seed, "init"))
             handle = inject_adapters(parts, settings, train_unet=train_unet, train_te=train_te)
             undo.append(host.set_gradient_checkpointing(settings.gradient_checkpointing))
             for module, _ in snapshots:
