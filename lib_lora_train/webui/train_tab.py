@@ -102,6 +102,7 @@ def build_train_tab() -> gr.Blocks:
             stop = gr.Button("Stop", elem_id=f"{P}_stop")
             watch = gr.Button("Show progress")
         status = gr.Markdown(elem_id=f"{P}_status")
+        task_id = gr.Textbox(visible=False, elem_id=f"{P}_task_id")
         with gr.Row():
             loss_plot = gr.LinePlot(x="step", y="loss", title="Loss", width=500, height=250, elem_id=f"{P}_loss")
             samples = gr.Gallery(label="Samples", columns=4, height=250, elem_id=f"{P}_samples")
@@ -154,14 +155,19 @@ def build_train_tab() -> gr.Blocks:
             frame = pd.DataFrame(state.losses, columns=["step", "loss"])
             return act.status_markdown(state), frame, state.samples, "\n".join(state.log[-200:])
 
-        def do_start(proj, ver, path, rows, *current):
+        def do_start(task, proj, ver, path, rows, *current):
             try:
                 settings = act.settings_from_values(list(current))
             except ValueError as exc:
                 yield f"Not started: {exc}", gr.update(), gr.update(), gr.update(), gr.update()
                 return
             rows = rows.values.tolist() if hasattr(rows, "values") else rows
-            message = act.start_job(runtime.jobs(), runtime.store(), proj, ver, path, rows, settings)
+            task = task or None
+            if task:
+                from modules import progress
+
+                progress.add_task_to_queue(task)  # the WebUI's progress bar shows "queued" until the GPU is free
+            message = act.start_job(runtime.jobs(), runtime.store(), proj, ver, path, rows, settings, task_id=task)
             yield (message, gr.update(), gr.update(), gr.update(), gr.update())
             yield from watch_job(proj, ver)
 
@@ -186,7 +192,7 @@ def build_train_tab() -> gr.Blocks:
             component.change(act.step_summary, calc_inputs, [calculator])
         apply_preset.click(do_preset, [preset, *inputs], inputs)
         outputs = [status, loss_plot, samples, run_log, checkpoints]
-        start.click(do_start, [project, version, folder, repeats, *inputs], outputs)
+        start.click(do_start, [task_id, project, version, folder, repeats, *inputs], outputs, _js="loraTrainToolsStart")
         stop.click(lambda: act.status_markdown(runtime.jobs().stop()), [], [status])
         watch.click(watch_job, [project, version], outputs)
     return tab
