@@ -126,3 +126,31 @@ def test_sd2_v_prediction_and_sdxl_train_and_restore(webui, dataset, checkpoint)
         assert _unmatched_keys(webui.log(), name) == []
     finally:
         webui.use_checkpoint("tiny-sd1")
+
+
+def test_training_from_the_tab(webui, dataset):
+    """Press the tab's Start through the WebUI's gradio queue, with the form filled as a user would."""
+    from gradio_client import Client
+
+    _, config = webui.call("GET", "/config")
+    by_elem = {c.get("props", {}).get("elem_id"): c for c in config["components"]}
+    start_id = by_elem["lora_train_tools_start"]["id"]
+
+    def targets(dep):
+        return [t[0] if isinstance(t, list) else t for t in dep.get("targets", [])]
+
+    fn_index = next(i for i, dep in enumerate(config["dependencies"]) if start_id in targets(dep))
+    components = {c["id"]: c for c in config["components"]}
+    wanted = {"project": "tab", "version": "v1", "dataset": str(dataset), "task_id": "",
+              "repeats": {"headers": ["folder", "images", "repeats"], "data": [["1_alice", 2, 1]]},
+              **{k: v for k, v in FAST.items()}}  # fmt: skip
+    data = []
+    for input_id in config["dependencies"][fn_index]["inputs"]:
+        props = components[input_id].get("props", {})
+        name = (props.get("elem_id") or "").removeprefix("lora_train_tools_")
+        value = wanted.get(name, props.get("value"))
+        data.append("\n".join(value) if name == "sample_prompts" and isinstance(value, list) else value)
+    Client(f"http://127.0.0.1:{webui.port}/", serialize=False, verbose=False).predict(*data, fn_index=fn_index)
+    job = webui.wait_job()
+    assert job["state"] == "done" and job["project"] == "tab", job["message"]
+    assert any(p.endswith("tab-v1.safetensors") for p in job["checkpoints"])
