@@ -84,3 +84,20 @@ def test_unmerge_restores_weights_from_the_builtin_backup_and_clears_the_loaded_
 
 def test_unmerge_without_the_builtin_extension_does_nothing():
     assert unmerge_builtin_loras(torch.nn.Linear(2, 2), None) == 0
+
+
+def test_a_lora_merged_by_the_webui_is_fingerprinted_as_its_backup_unless_live():
+    model = torch.nn.Sequential(torch.nn.Linear(3, 3), torch.nn.MultiheadAttention(4, 2))
+    clean, clean_live = fingerprint({"m": model}), fingerprint({"m": model}, live=True)
+    linear, mha = model[0], model[1]
+    linear.network_weights_backup = linear.weight.detach().clone()
+    linear.network_bias_backup = linear.bias.detach().clone()
+    mha.network_weights_backup = (mha.in_proj_weight.detach().clone(), mha.out_proj.weight.detach().clone())
+    mha.network_bias_backup = mha.out_proj.bias.detach().clone()
+    for layer in (linear, mha):
+        layer.network_current_names = (("lora", 1.0, 1.0, None),)
+    with torch.no_grad():
+        for tensor in (linear.weight, linear.bias, mha.in_proj_weight, mha.out_proj.weight, mha.out_proj.bias):
+            tensor += 0.25
+    assert differences(clean, fingerprint({"m": model})) == []
+    assert differences(clean_live, fingerprint({"m": model}, live=True)) == ["m: weights changed"]

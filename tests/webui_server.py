@@ -135,7 +135,7 @@ class WebUI:
             time.sleep(1)
         raise TimeoutError("training did not finish")
 
-    def fingerprint(self) -> dict:
-        status, answer = self.call("GET", "/train-tools/v1/host-fingerprint")
+    def fingerprint(self, live: bool = False) -> dict:
+        status, answer = self.call("GET", "/train-tools/v1/host-fingerprint" + ("?live=true" if live else ""))
         assert status == 200, answer
         return answer

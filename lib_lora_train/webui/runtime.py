@@ -58,7 +58,7 @@ def jobs() -> JobRunner:
         return _runner
 
 
-def host_fingerprint() -> dict:
+def host_fingerprint(live: bool = False) -> dict:
     """Fingerprint the loaded model's UNet, text encoders and VAE, under the GPU lock so no generation interleaves."""
     from modules import call_queue, shared
 
@@ -66,7 +66,7 @@ def host_fingerprint() -> dict:
     from lib_lora_train.webui.model_state import fingerprint
 
     with call_queue.queue_lock:
-        return fingerprint(parts_to_fingerprint(shared.sd_model))
+        return fingerprint(parts_to_fingerprint(shared.sd_model), live=live)
 
 
 def stop_on_unload() -> None:
