@@ -111,7 +111,9 @@ def test_injecting_twice_is_refused_and_leaves_the_tree_clean(host):
             from lib_lora_train.train.adapters import inject_into_target
 
             parts.unet.module.peft_config = {}  # as if another tool had left adapters behind
-            inject_into_target(parts.unet, ["conv_in"], group="unet", network="lora", rank=2, alpha=1, conv_rank=2, conv_alpha=1)
+            inject_into_target(
+                parts.unet, ["conv_in"], group="unet", network="lora", rank=2, alpha=1, conv_rank=2, conv_alpha=1
+            )
     finally:
         del parts.unet.module.peft_config
         handle.remove()
