@@ -164,11 +164,17 @@ class DiffusersHost(TrainingHost):
             unet.enable_gradient_checkpointing()
             for te in encoders:
                 te.gradient_checkpointing_enable()
+                # transformers 4.30 checkpoints CLIP layers re-entrantly: without an input that requires grad the
+                # adapters inside get no gradient at all, so make the embeddings' output require grad
+                te.enable_input_require_grads()
 
         def undo() -> None:
             if enabled and not before_unet:
                 unet.disable_gradient_checkpointing()
-            for te, was in zip(encoders, before_te, strict=False):
+            for te, was in zip(encoders, before_te, strict=True):
+                if enabled:
+                    te.disable_input_require_grads()
+                    te.__dict__.pop("_require_grads_hook", None)
                 if enabled and not was:
                     te.gradient_checkpointing_disable()
 
