@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import torch
 from safetensors import safe_open
 from torch import nn
@@ -197,3 +198,12 @@ def ldm_shapes(*, model_channels=8, mult=(1, 2, 2), num_res_blocks=2, attention_
                 shapes[f"output_blocks.{index}.{position}.conv"] = conv3
             index += 1
     return shapes
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Run torch single-threaded: on the shared 2-core machine, 2 threads per process make tiny models ~10x slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -7,11 +7,13 @@ import json
 
 import pytest
 import torch
-from lora_format_trees import WEBUI_TINY
+from lora_format_trees import WEBUI_TINY, one_torch_thread
 from safetensors import safe_open
 from safetensors.torch import save
 
 from lib_lora_train.lora_format.file import read_lora_file, save_lora_file
+
+pytestmark = pytest.mark.usefixtures(one_torch_thread.__name__)
 
 
 def _lora_tensors(rank=4, alpha=2.0, modules=3, width=64, conv=False):

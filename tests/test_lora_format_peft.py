@@ -5,12 +5,14 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from lora_format_trees import tiny_clip, tiny_unet
+from lora_format_trees import one_torch_thread, tiny_clip, tiny_unet
 from peft import LoHaConfig, LoKrConfig, LoraConfig, inject_adapter_in_model
 from torch import nn
 
 from lib_lora_train.host import AdapterTarget
 from lib_lora_train.lora_format import keys, peft_bridge
+
+pytestmark = pytest.mark.usefixtures(one_torch_thread.__name__)
 
 
 def _inject(network: str, *, rank=4, alpha=2.0, conv_rank=2, conv_alpha=1.0, lokr_rank=None, seed=0):
