@@ -221,3 +221,24 @@ def test_missing_folder_is_a_clear_error(tmp_path):
 def _single(folder, writer, name):
     writer(folder / name)
     return folder
+
+
+def test_scanning_reads_headers_only(tmp_path, monkeypatch):
+    from PIL import ImageFile
+
+    write_png(tmp_path / "a.png")
+    write_exif_rotated_jpeg(tmp_path / "b.jpg")
+    write_16bit_png(tmp_path / "c.png")
+    write_animated_gif(tmp_path / "d.gif")
+    Image.new("RGB", (30, 20)).save(tmp_path / "e.webp")
+    decoded = []
+    original_load = ImageFile.ImageFile.load
+
+    def counting_load(self):
+        decoded.append(self.format)
+        return original_load(self)
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", counting_load)
+    scan = scan_dataset(tmp_path)
+    assert len(scan.items) == 5 and decoded == []
+    assert _by_name(scan)["e.webp"].size == (30, 20)
