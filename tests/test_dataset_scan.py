@@ -242,3 +242,15 @@ def test_scanning_reads_headers_only(tmp_path, monkeypatch):
     scan = scan_dataset(tmp_path)
     assert len(scan.items) == 5 and decoded == []
     assert _by_name(scan)["e.webp"].size == (30, 20)
+
+
+def test_huge_images_are_refused_by_name_not_by_a_crash(tmp_path, monkeypatch):
+    write_caption(write_png(tmp_path / "huge.png", 64, 48), "x")
+    # Pillow refuses images over twice MAX_IMAGE_PIXELS with DecompressionBombError (not an OSError)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)
+    scan = scan_dataset(tmp_path)
+    assert scan.items == [] and "too large" in _problems(scan)["huge.png"].message
+    from lib_lora_train.images import load_rgb
+
+    with pytest.raises(ImageLoadError, match="too large"):
+        load_rgb(tmp_path / "huge.png")
