@@ -254,3 +254,20 @@ def test_huge_images_are_refused_by_name_not_by_a_crash(tmp_path, monkeypatch):
 
     with pytest.raises(ImageLoadError, match="too large"):
         load_rgb(tmp_path / "huge.png")
+
+
+def test_an_item_that_fails_at_decode_can_be_skipped_and_leaves_the_counts(tmp_path):
+    (tmp_path / "4_x").mkdir()
+    write_caption(write_png(tmp_path / "4_x" / "good.png"), "x, fine")
+    write_caption(write_truncated_jpeg(tmp_path / "4_x" / "cut.jpg"), "x, cut")
+    scan = scan_dataset(tmp_path)
+    assert scan.num_repeated == 8
+    for item in list(scan.items):
+        try:
+            load_training_image(item)
+        except ImageLoadError as exc:
+            scan.skip(item, exc.reason)
+    assert [i.image_path.name for i in scan.items] == ["good.png"]
+    assert scan.num_repeated == 4 and scan.tag_frequency == {"4_x": {"fine": 1, "x": 1}}
+    assert scan.dataset_dirs == {"4_x": {"n_repeats": 4, "img_count": 1}}
+    assert [p.path.endswith("cut.jpg") and p.skipped for p in scan.problems] == [True]

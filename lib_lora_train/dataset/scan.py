@@ -90,6 +90,17 @@ class DatasetScan:
     def skipped(self) -> list[DatasetProblem]:
         return [p for p in self.problems if p.skipped]
 
+    def skip(self, item: DatasetItem, reason: str) -> DatasetProblem:
+        """Take ``item`` out of training because it failed later (a truncated file found while caching latents).
+
+        The item leaves ``items`` (so repeats, tag frequency and dataset dirs no longer count it) and a skipped
+        problem with ``reason`` is recorded and returned. Build buckets and the batch sampler after the last skip.
+        """
+        self.items = [other for other in self.items if other.image_path != item.image_path]
+        problem = DatasetProblem(str(item.image_path), reason, skipped=True)
+        self.problems.append(problem)
+        return problem
+
 
 def split_tags(caption: str) -> list[str]:
     """Comma-separated tags, stripped, empty ones dropped."""
