@@ -197,3 +197,19 @@ def test_clone_copies_settings_and_dataset_but_no_results(tmp_path):
     with pytest.raises(StoreError):
         store.clone_version("p", "nope", "v3")
     assert [v.name for v in store.list_versions("p")] == ["v1", "v2"]
+
+
+def test_snapshot_of_an_unchanged_folder_is_not_copied_again(tmp_path):
+    src = _make_dataset(tmp_path / "src")
+    store = _store(tmp_path)
+    paths = store.create_version("p", "v1")
+    paths.snapshot_dataset(src)
+    marker = paths.dataset / "10_mychar" / "a.png"
+    inode = marker.stat().st_ino
+    paths.snapshot_dataset(src)  # a second run of the same version on the same folder
+    assert marker.stat().st_ino == inode and not (store.root / ".trash").exists()
+
+    (src / "10_mychar" / "a.txt").write_text("mychar, smile, new tag")
+    paths.snapshot_dataset(src)
+    assert (paths.dataset / "10_mychar" / "a.txt").read_text() == "mychar, smile, new tag"
+    assert len(list((store.root / ".trash" / "p").iterdir())) == 1

@@ -17,14 +17,18 @@ from pathlib import Path
 from typing import Any
 
 from lib_lora_train.fileio import atomic_write_text
-from lib_lora_train.images import is_image_file, iter_image_files
 from lib_lora_train.settings import TrainSettings
 from lib_lora_train.store.names import StoreError, validate_name
+from lib_lora_train.store.snapshot import (
+    CAPTION_EXTENSIONS,
+    copy_snapshot,
+    count_images,
+    plan_snapshot,
+    snapshot_is_current,
+)
 from lib_lora_train.store.trash import move_to_trash
 
 CHECKPOINT_SUFFIX = ".safetensors"
-# the text files that travel with an image into a snapshot: captions in either convention
-CAPTION_EXTENSIONS = (".txt", ".caption")
 _EPOCH_SUFFIX = re.compile(r"^(?P<name>.+)-(?P<epoch>\d{6})$")
 
 
@@ -149,7 +153,7 @@ class VersionPaths:
         """Copy the images and captions under ``src_folder`` into ``dataset/``, keeping ``N_name`` folders.
 
         Images directly in ``src_folder`` go to ``dataset/<src_folder name>/`` so that a folder named ``10_name``
-        keeps its repeats and the scan's folder names stay the same. A previous snapshot is moved to the trash.
+        keeps its repeats and the scan's folder names stay the same. A previous, different snapshot is moved to the trash; an identical one is kept as it is.
         The copy is built beside ``dataset/`` and renamed into place, so a failure leaves the old one untouched.
         Returns the dataset folder.
         """
@@ -161,12 +165,16 @@ class VersionPaths:
             return self.dataset  # training from the snapshot itself
         if dataset_real in src_real.parents or src_real in dataset_real.parents:
             raise StoreError(f"{src}: the dataset folder and the version folder {self.path} contain each other")
+        plan = plan_snapshot(src, caption_extensions)
+        copied = count_images(plan)
+        if copied == 0:
+            raise StoreError(f"{src}: no images found; put .png/.jpg/.webp images (and captions) in it")
+        if snapshot_is_current(plan, self.dataset):
+            return self.dataset  # retraining on an unchanged folder: no copy, nothing to trash
         self.path.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=".dataset-", dir=self.path))
         try:
-            copied = _copy_dataset(src, staging, caption_extensions)
-            if copied == 0:
-                raise StoreError(f"{src}: no images found; put .png/.jpg/.webp images (and captions) in it")
+            copy_snapshot(plan, staging)
             if self.dataset.exists():
                 if any(self.dataset.iterdir()):
                     move_to_trash(self.root, self.dataset, self.project, f"{self.version}-dataset")
@@ -178,21 +186,3 @@ class VersionPaths:
             raise
         self.update_info(dataset_source=str(src_real), dataset_images=copied, dataset_snapshot_at=now_iso())
         return self.dataset
-
-
-def _copy_dataset(src: Path, dst: Path, caption_extensions: tuple[str, ...]) -> int:
-    """Copy images and their same-stem caption files; returns the number of images copied."""
-    count = 0
-    for image in iter_image_files(src, recursive=True):
-        relative = image.relative_to(src)
-        target = dst / (src.name if len(relative.parts) == 1 else "") / relative
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(image, target)
-        count += 1
-        for extension in caption_extensions:
-            caption = image.with_suffix(extension)
-            if caption.is_file() and not is_image_file(caption):
-                caption_target = target.with_suffix(extension)
-                if not caption_target.exists():
-                    shutil.copy2(caption, caption_target)
-    return count
