@@ -153,9 +153,9 @@ class VersionPaths:
         """Copy the images and captions under ``src_folder`` into ``dataset/``, keeping ``N_name`` folders.
 
         Images directly in ``src_folder`` go to ``dataset/<src_folder name>/`` so that a folder named ``10_name``
-        keeps its repeats and the scan's folder names stay the same. A previous, different snapshot is moved to the trash; an identical one is kept as it is.
-        The copy is built beside ``dataset/`` and renamed into place, so a failure leaves the old one untouched.
-        Returns the dataset folder.
+        keeps its repeats and the scan's folder names stay the same. A previous, different snapshot is moved to the
+        trash; an identical one is kept as it is. The copy is built beside ``dataset/`` and renamed into place, so a
+        failure leaves the old one untouched. Returns the dataset folder.
         """
         src = Path(src_folder)
         if not src.is_dir():
