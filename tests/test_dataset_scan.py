@@ -88,6 +88,12 @@ def test_caption_extension_is_configurable(tmp_path):
     assert scan_dataset(tmp_path, caption_extension="caption").items[0].caption == "from caption"
 
 
+def test_upper_case_caption_extension_is_found(tmp_path):
+    write_caption(write_png(tmp_path / "IMG_1.png"), "shouting", ".TXT")
+    item = scan_dataset(tmp_path).items[0]
+    assert item.has_caption and item.caption == "shouting"
+
+
 def test_image_without_caption_is_kept_with_empty_caption_and_reported(tmp_path):
     write_png(tmp_path / "lonely.png")
     scan = scan_dataset(tmp_path)

@@ -126,6 +126,7 @@ def _make_dataset(folder):
     write_caption(write_png(folder / "10_mychar" / "a.png"), "mychar, smile")
     write_png(folder / "10_mychar" / "b.png")
     write_caption(write_png(folder / "10_mychar" / "c.png"), "mychar", ".caption")
+    write_caption(write_png(folder / "10_mychar" / "D.png"), "mychar, shouting", ".TXT")
     (folder / "10_mychar" / "notes.md").write_text("not copied")
     return folder
 
@@ -135,6 +136,8 @@ def test_snapshot_keeps_repeat_folders_and_scans_like_the_source(tmp_path):
     paths = _store(tmp_path).create_version("p", "v1")
     assert paths.snapshot_dataset(src) == paths.dataset
     assert sorted(p.name for p in (paths.dataset / "10_mychar").iterdir()) == [
+        "D.TXT",
+        "D.png",
         "a.png",
         "a.txt",
         "b.png",
@@ -142,7 +145,7 @@ def test_snapshot_keeps_repeat_folders_and_scans_like_the_source(tmp_path):
         "c.png",
     ]
     original, snapshot = scan_dataset(src), scan_dataset(paths.dataset)
-    assert snapshot.dataset_dirs == original.dataset_dirs == {"10_mychar": {"n_repeats": 10, "img_count": 3}}
+    assert snapshot.dataset_dirs == original.dataset_dirs == {"10_mychar": {"n_repeats": 10, "img_count": 4}}
     assert snapshot.tag_frequency == original.tag_frequency
     assert paths.read_info()["dataset_source"] == str(src.resolve())
 

@@ -165,6 +165,8 @@ def read_caption(image_path: Path, caption_extension: str) -> tuple[str, bool, s
     Lines are joined with ", " so that a caption spread over several lines reads as one tag list.
     """
     caption_path = image_path.with_suffix(caption_extension)
+    if not caption_path.is_file() and image_path.with_suffix(caption_extension.upper()).is_file():
+        caption_path = image_path.with_suffix(caption_extension.upper())  # "A.TXT" from a Windows or camera export
     if not caption_path.is_file():
         return "", False, f"no caption file {caption_path.name}; it will train with an empty caption"
     try:

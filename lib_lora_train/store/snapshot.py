@@ -23,9 +23,13 @@ def plan_snapshot(src: Path, caption_extensions: tuple[str, ...] = CAPTION_EXTEN
         target = Path(src.name) / relative if len(relative.parts) == 1 else relative
         plan.setdefault(target, image)
         for extension in caption_extensions:
-            caption = image.with_suffix(extension)
-            if caption.is_file() and not is_image_file(caption):
-                plan.setdefault(target.with_suffix(extension), caption)
+            # the upper-case variant only when the other is missing, as the scan reads it (and a case-insensitive
+            # file system answers yes for both)
+            for variant in (extension, extension.upper()):
+                caption = image.with_suffix(variant)
+                if caption.is_file() and not is_image_file(caption):
+                    plan.setdefault(target.with_suffix(variant), caption)
+                    break
     return plan
 
 
