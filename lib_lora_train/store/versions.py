@@ -100,14 +100,18 @@ class VersionPaths:
 
     def list_checkpoints(self) -> list[tuple[int | None, Path]]:
         """(epoch, file) for every ``.safetensors`` in ``checkpoints/``: epochs ascending, the final file(s) last."""
-        if not self.checkpoints.is_dir():
-            return []
         found: list[tuple[int | None, Path]] = []
-        for path in self.checkpoints.iterdir():
-            if not path.is_file() or path.suffix != CHECKPOINT_SUFFIX or path.name.startswith("."):
+        try:
+            # scandir: the store listing calls this for every version, and its entries know their type without stat
+            entries = list(os.scandir(self.checkpoints))
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        for entry in entries:
+            name = entry.name
+            if name.startswith(".") or not name.endswith(CHECKPOINT_SUFFIX) or not entry.is_file():
                 continue  # hidden files include the temporary files of a save in progress
-            match = _EPOCH_SUFFIX.match(path.stem)
-            found.append((int(match.group("epoch")) if match else None, path))
+            match = _EPOCH_SUFFIX.match(name[: -len(CHECKPOINT_SUFFIX)])
+            found.append((int(match.group("epoch")) if match else None, self.checkpoints / name))
         return sorted(found, key=lambda entry: (entry[0] is None, entry[0] or 0, entry[1].name))
 
     # --- settings and metadata ----------------------------------------------------------------------------------
