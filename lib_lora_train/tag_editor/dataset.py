@@ -105,7 +105,8 @@ class Dataset:
         Hidden files and folders (the trash, temp files of an interrupted save) are skipped. Captions that are not
         valid UTF-8 are listed in ``load_errors`` and their entries locked.
         """
-        root = Path(folder).expanduser()
+        # absolute, so that entry paths stay valid whatever the working folder (and can be checked by the API)
+        root = Path(os.path.abspath(Path(folder).expanduser()))
         if not root.is_dir():
             raise DatasetError(f"{root}: not a folder; type the path of the folder that holds the images")
         if not caption_extension.startswith(".") or "/" in caption_extension or os.sep in caption_extension:
