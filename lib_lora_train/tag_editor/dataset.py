@@ -94,6 +94,7 @@ class Dataset:
         self.history = History()
         self.load_errors: list[str] = []
         self._dirty: set[int] = set()
+        self._text: dict[int, str] = {}  # caption text per entry, joined on first search and dropped on edit
         self._next_id = 0
 
     # --- loading ----------------------------------------------------------------------------------------------
@@ -191,6 +192,13 @@ class Dataset:
             counts.update(set(entries[entry_id].tags))
         return counts
 
+    def caption_text(self, entry_id: int) -> str:
+        """The caption as it would be written (``"a, b"``); cached, so repeated text searches do not re-join."""
+        text = self._text.get(entry_id)
+        if text is None:
+            text = self._text[entry_id] = join_tags(self.entries[entry_id].tags)
+        return text
+
     def all_tags(self) -> list[str]:
         """Every tag in the dataset, most frequent first (ties by name): the autocomplete list."""
         return sorted(self.index, key=lambda tag: (-len(self.index[tag]), tag))
@@ -215,6 +223,7 @@ class Dataset:
         for tag in new - old:
             self.index.setdefault(tag, set()).add(entry_id)
         entry.tags = tags
+        self._text.pop(entry_id, None)
         if entry.dirty:
             self._dirty.add(entry_id)
         else:
@@ -288,6 +297,7 @@ class Dataset:
         """Forget one entry (after its files went to the trash); its index entries go with it."""
         entry = self.entries.pop(entry_id)
         self._dirty.discard(entry_id)
+        self._text.pop(entry_id, None)
         for tag in set(entry.tags):
             members = self.index[tag]
             members.discard(entry_id)

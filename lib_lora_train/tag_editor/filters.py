@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Literal
 
-from lib_lora_train.tag_editor.captions import join_tags, normalize_tag
+from lib_lora_train.tag_editor.captions import normalize_tag
 from lib_lora_train.tag_editor.dataset import Dataset
 
 Mode = Literal["and", "or"]
@@ -85,8 +85,8 @@ def apply_filter(dataset: Dataset, tag_filter: TagFilter) -> list[int]:
     candidates = dataset.ids() if keep is None else sorted(keep)
     if tag_filter.compiled is not None:
         search = tag_filter.compiled.search
-        entries = dataset.entries
-        candidates = [i for i in candidates if search(join_tags(entries[i].tags))]
+        text = dataset.caption_text
+        candidates = [i for i in candidates if search(text(i))]
     return candidates
 
 
