@@ -212,19 +212,27 @@ class Dataset:
 
     # --- editing ----------------------------------------------------------------------------------------------
 
-    def _set(self, entry_id: int, tags: list[str]) -> None:
+    def _set(self, entry_id: int, tags: TagTuple) -> None:
+        """Give an entry new tags, updating only its own index entries, its cached text and its dirty flag."""
         entry = self.entries[entry_id]
         old, new = set(entry.tags), set(tags)
+        index = self.index
         for tag in old - new:
-            members = self.index[tag]
+            members = index[tag]
             members.discard(entry_id)
             if not members:
-                del self.index[tag]
+                del index[tag]
         for tag in new - old:
-            self.index.setdefault(tag, set()).add(entry_id)
-        entry.tags = tags
+            members = index.get(tag)
+            if members is None:
+                index[tag] = {entry_id}
+            else:
+                members.add(entry_id)
+        entry.tags = list(tags)
         self._text.pop(entry_id, None)
-        if entry.dirty:
+        saved = entry.saved_tags
+        # same rule as Entry.dirty, on the tuple we already have (this runs 10,000 times in a batch edit)
+        if not entry.locked and (tags != saved if saved is not None else bool(tags)):
             self._dirty.add(entry_id)
         else:
             self._dirty.discard(entry_id)
@@ -252,8 +260,8 @@ class Dataset:
             new = operation.transform(entry.tags)
             if new != entry.tags:
                 before[entry_id] = tuple(entry.tags)
-                after[entry_id] = tuple(new)
-                self._set(entry_id, list(new))
+                after[entry_id] = changed = tuple(new)
+                self._set(entry_id, changed)
         if after:
             self.history.push(Change(operation.label, before, after))
         return len(after)
@@ -266,10 +274,9 @@ class Dataset:
         new = split_tags(text)
         if new == entry.tags:
             return False
-        self.history.push(
-            Change(f"edit {self.relative(entry_id)}", {entry_id: tuple(entry.tags)}, {entry_id: tuple(new)})
-        )
-        self._set(entry_id, new)
+        after = tuple(new)
+        self.history.push(Change(f"edit {self.relative(entry_id)}", {entry_id: tuple(entry.tags)}, {entry_id: after}))
+        self._set(entry_id, after)
         return True
 
     def undo(self) -> str | None:
@@ -291,7 +298,7 @@ class Dataset:
     def _restore(self, state: Mapping[int, TagTuple]) -> None:
         for entry_id, tags in state.items():
             if entry_id in self.entries:  # an image moved to the trash since stays gone
-                self._set(entry_id, list(tags))
+                self._set(entry_id, tags)
 
     def remove_entry(self, entry_id: int) -> Entry:
         """Forget one entry (after its files went to the trash); its index entries go with it."""
