@@ -92,7 +92,24 @@ def view(message: str = "", page: int | None = None):
         f"{len(SESSION.selected)} selected, {len(dataset.dirty_ids())} unsaved"
     )
     table = [[tag, count] for tag, count in SESSION.tag_counts()]
-    return gallery, SESSION.page + 1, label, table, json.dumps(dataset.all_tags()), message
+    return gallery, SESSION.page + 1, label, table, _tags_json(), message
+
+
+_last_tags_json = {"text": None}
+
+
+def initial_tags_json() -> str:
+    """The autocomplete list when a browser opens the page (the hidden textbox's value is computed then)."""
+    return json.dumps(SESSION.dataset.all_tags()) if SESSION.dataset is not None else "[]"
+
+
+def _tags_json():
+    """The autocomplete list for the JS, sent only when it changed (it can hold tens of thousands of tags)."""
+    text = json.dumps(SESSION.require().all_tags())
+    if text == _last_tags_json["text"]:
+        return gr.update()
+    _last_tags_json["text"] = text
+    return text
 
 
 def _broken_placeholder() -> str:
@@ -124,6 +141,7 @@ def load(folder: str, recursive: bool, extension: str):
     if not folder or not folder.strip():
         raise DatasetError("type the path of a dataset folder first")
     status = SESSION.open(folder, recursive=recursive, caption_extension=extension or ".txt")
+    _last_tags_json["text"] = None  # a new dataset: always send its tags
     return (*editor(), *view(status, 0))
 
 

@@ -36,7 +36,7 @@ def build_tag_editor_tab() -> gr.Blocks:
             backup = gr.Checkbox(value=True, label="Keep .bak of previous captions")
             save_button = gr.Button("Save changed captions", variant="primary", elem_id=f"{P}_save")
         status = gr.Markdown(elem_id=f"{P}_status")
-        tags_json = gr.Textbox(value="[]", visible=False, elem_id=f"{P}_tags_json")
+        tags_json = gr.Textbox(value=h.initial_tags_json, visible=False, elem_id=f"{P}_tags_json")
 
         with gr.Row():
             with gr.Column(scale=1):
