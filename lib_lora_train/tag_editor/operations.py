@@ -54,6 +54,9 @@ class AddTags:
         if self.position == "end":
             present = set(tags)
             return tags + [t for t in self.tags if t not in present]
+        if not self.keep_first:
+            moving = set(self.tags)
+            return [*self.tags, *(t for t in tags if t not in moving)]
         head = tags[: self.keep_first]
         head_set = set(head)
         adding = [t for t in self.tags if t not in head_set]
