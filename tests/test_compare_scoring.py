@@ -22,6 +22,7 @@ from lib_lora_train.compare.traits import collect_traits
 def test_tags_are_compared_like_users_write_them():
     assert normalize_tag("(Long_Hair:1.2)") == "long hair"
     assert normalize_tag("[blue eyes]") == "blue eyes"
+    assert normalize_tag("bow_(weapon)") == normalize_tag("(bow \\(weapon\\):1.1)") == "bow (weapon)"
     assert normalize_tag("hatsune miku \\(cosplay\\)") == "hatsune miku (cosplay)"
     assert prompt_tags("mychar, (smile:1.1), BREAK outdoors\n<lora:x:1>, smile") == ["mychar", "smile", "outdoors"]
 

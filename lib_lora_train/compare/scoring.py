@@ -34,8 +34,13 @@ def normalize_tag(tag: str) -> str:
     ``(Long_Hair:1.2)`` -> ``long hair``; ``\\(artist\\)`` escapes are undone.
     """
     text = tag.strip().replace("\\(", "\x00").replace("\\)", "\x01")
-    text = text.strip("()[]{} ")
-    text = _WEIGHT_SYNTAX.sub("", text).strip("()[]{} ")
+    # emphasis brackets wrap the whole tag: strip as many closing brackets as there are opening ones, so that a tag
+    # ending in its own bracket (bow_(weapon)) keeps it
+    opening = len(text) - len(text.lstrip("([{"))
+    text = text[opening:]
+    for _ in range(opening):
+        text = text[:-1] if text.endswith((")", "]", "}")) else text
+    text = _WEIGHT_SYNTAX.sub("", text).strip()
     text = text.replace("\x00", "(").replace("\x01", ")")
     return " ".join(text.replace("_", " ").lower().split())
 
