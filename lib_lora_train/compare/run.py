@@ -203,8 +203,15 @@ def run_comparison(
         result.scores = score_rendered(plan, grids, rendered, tag_images, traits, traits_source, threshold, vocabulary)
         result.score_chart = folder / "scores.png"
         save_png(score_chart(result.scores), result.score_chart, {})
-    atomic_write_text(folder / "result.json", json.dumps(result.to_dict(), indent=2) + "\n")
+    save_result(result)
     return result
+
+
+def save_result(result: CompareResult) -> Path:
+    """(Re)write ``result.json`` in the run folder."""
+    path = result.folder / "result.json"
+    atomic_write_text(path, json.dumps(result.to_dict(), indent=2) + "\n")
+    return path
 
 
 def score_rendered(
