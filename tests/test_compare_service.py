@@ -53,7 +53,7 @@ def test_compare_version_saves_into_the_version_and_scores(version):
         "alice", "v1", weights="0.5, 1", prompts=["alice_x, smile", "sitting"], seeds="3", width=64, height=64
     )
 
-    def render(cell):
+    def render(plan, cell):
         return RenderedCell(Image.new("RGB", (64, 64), ((cell.epoch.epoch or 0) * 50, 0, 0)), cell.prompt)
 
     def tag_images(images):
@@ -80,7 +80,7 @@ def test_scoring_can_be_turned_off(version):
     _, result = compare_version(
         request,
         version,
-        lambda c: RenderedCell(Image.new("RGB", (64, 64))),
+        lambda p, c: RenderedCell(Image.new("RGB", (64, 64))),
         scorer=Scorer(lambda ims: [{} for _ in ims]),
     )
     assert result.scores is None and "scoring turned off" in result.notes

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .plan import (
+    CellJob,
     ComparePlan,
     GridJob,
     PlanError,
@@ -22,7 +23,7 @@ from .plan import (
     parse_weights,
     select_epochs,
 )
-from .run import CompareResult, Compose, Progress, Render, run_comparison, save_result
+from .run import CompareResult, Compose, Progress, RenderedCell, run_comparison, save_result
 from .scoring import DEFAULT_THRESHOLD, TagImages, normalize_tag
 from .traits import caption_tag_sets, collect_traits
 
@@ -113,7 +114,7 @@ class Scorer:
 def compare_version(
     request: CompareRequest,
     version,
-    render: Render,
+    render: Callable[[ComparePlan, CellJob], RenderedCell | None],
     *,
     compose: Compose | None = None,
     should_stop: Callable[[], bool] = lambda: False,
@@ -121,8 +122,8 @@ def compare_version(
     scorer: Scorer | None = None,
     before_render: Callable[[ComparePlan, Sequence[GridJob]], list[str]] | None = None,
 ) -> tuple[ComparePlan, CompareResult]:
-    """Plan, render into ``version.compare``, save, score. ``before_render`` (e.g. make the LoRAs reachable) may
-    return notes for the result."""
+    """Plan, render (``render(plan, cell)``) into ``version.compare``, save, score. ``before_render`` (e.g. make the
+    LoRAs reachable) may return notes for the result."""
     plan = build_plan(request, version)
     grids = expand(plan)
     notes = before_render(plan, grids) if before_render else []
@@ -141,7 +142,7 @@ def compare_version(
     result = run_comparison(
         plan,
         grids,
-        render,
+        lambda cell: render(plan, cell),
         version.compare,
         compose=compose,
         should_stop=should_stop,
