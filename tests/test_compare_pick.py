@@ -78,3 +78,21 @@ def test_publish_refuses_bad_names_and_missing_files(tmp_path):
         publish_pick(ckpt, tmp_path / "Lora", "../evil", _pick())
     with pytest.raises(PickError, match="missing"):
         publish_pick(tmp_path / "gone.safetensors", tmp_path / "Lora", "proj-v1", _pick())
+
+
+def test_pick_version_finds_the_checkpoint_records_and_publishes(tmp_path):
+    from lib_lora_train.compare.pick import pick_version
+    from lib_lora_train.store import ProjectStore
+
+    version = ProjectStore(tmp_path / "store").create_version("alice", "v1")
+    version.checkpoints.mkdir(parents=True, exist_ok=True)
+    for epoch in (1, 2, None):
+        version.checkpoint_file(epoch).write_bytes(f"e{epoch}".encode())
+    pick, path, published = pick_version(version, 2, 0.7, lora_dir=tmp_path / "Lora", activation_text="alice_x")
+    assert path == version.path / "pick.json" and pick.checkpoint == "alice-v1-000002.safetensors"
+    assert published.model == tmp_path / "Lora" / "alice-v1.safetensors" and published.model.read_bytes() == b"e2"
+    assert json.loads(published.sidecar.read_text())["activation text"] == "alice_x"
+    pick, _, published = pick_version(version, None, 1.0)
+    assert pick.epoch is None and published is None and load_pick(version.path).checkpoint == "alice-v1.safetensors"
+    with pytest.raises(PickError, match="epoch 9.*1, 2, final"):
+        pick_version(version, 9, 1.0)

@@ -136,3 +136,28 @@ def publish_pick(
     text = json.dumps(sidecar_metadata(existing, pick, activation_text, sd_version), indent=4, ensure_ascii=False)
     atomic_write_text(sidecar, text + "\n", backup=sidecar.is_file())
     return PublishedPick(model, sidecar, backups)
+
+
+def pick_version(
+    version,
+    epoch: int | None,
+    weight: float,
+    *,
+    lora_dir: Path | None = None,
+    activation_text: str = "",
+    note: str = "",
+) -> tuple[Pick, Path, PublishedPick | None]:
+    """Record the pick for ``version`` (a ``VersionPaths``) and, with ``lora_dir``, publish it as
+    ``<project>-<version>``. Returns (pick, pick.json path, published files or None)."""
+    found = {e: p for e, p in version.list_checkpoints()}
+    if epoch not in found:
+        have = ", ".join("final" if e is None else str(e) for e in found) or "none"
+        raise PickError(f"{version.checkpoints}: no checkpoint for epoch {epoch}; saved: {have}")
+    if not -4.0 <= float(weight) <= 4.0:
+        raise PickError(f"weight {weight} is outside -4..4")
+    pick = Pick(version.project, version.version, epoch, round(float(weight), 4), found[epoch].name, note=note)
+    path = record_pick(version.path, pick)
+    published = None
+    if lora_dir is not None:
+        published = publish_pick(found[epoch], lora_dir, version.output_name, pick, activation_text=activation_text)
+    return pick, path, published
