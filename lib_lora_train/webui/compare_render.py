@@ -179,6 +179,13 @@ def compose_with_webui(
     return webui_images.draw_grid_annotations(grid, w, h, hor, ver)
 
 
+def interrupt() -> None:
+    """The tab's Interrupt button: the same flag as the WebUI's own (the current cell stops, the run ends)."""
+    from modules import shared
+
+    shared.state.interrupt()
+
+
 def run_in_webui(
     request: CompareRequest, progress: Callable[[int, int, CellJob], None] | None = None
 ) -> tuple[ComparePlan, CompareResult]:
