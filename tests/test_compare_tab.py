@@ -26,7 +26,13 @@ def test_inputs_map_onto_a_request():
               "Euler", "Karras", 10, 6.5, 64, 128, False, "", 0.4]  # fmt: skip
     request = compare_tab.request_from_inputs(*values)
     assert request.prompts == ["alice_x, smile", "alice_x, sitting"] and request.every == 2
-    assert (request.sampler, request.scheduler, request.width, request.height, request.score) == ("Euler", "Karras", 64, 128, False)
+    assert (request.sampler, request.scheduler, request.width, request.height, request.score) == (
+        "Euler",
+        "Karras",
+        64,
+        128,
+        False,
+    )
     with pytest.raises(ValueError):
         compare_tab.request_from_inputs(*values[:-1])  # a missing widget is a wiring bug, not a silent default
 
@@ -46,6 +52,7 @@ def test_xyz_strings_for_the_first_prompt(store, monkeypatch):
     assert infotext.startswith("alice_x, smile <lora:alice-v1-000001:0.5>\n") and "Send to txt2img" in message
 
 
+@pytest.mark.slow  # importing gradio takes ~10-20 s on two busy cores
 def test_gradio_builds_the_tab(store):
     gr = pytest.importorskip("gradio")
     tab = compare_tab.build_compare_tab()
