@@ -169,3 +169,34 @@ def test_block_checkpointing_keeps_outputs_and_gives_adapters_gradients_with_fro
     assert unet[1].proj.weight.grad is not None and unet[1].proj.weight.grad.abs().sum() > 0
     undo()
     assert all("forward" not in b.__dict__ for b in unet)
+
+
+class _Posterior:
+    def __init__(self, mean):
+        self.mean = mean
+
+    def mode(self):
+        return self.mean
+
+    def sample(self):
+        return self.mean + torch.randn_like(self.mean)
+
+
+@pytest.mark.parametrize("kind", ["ldm", "sgm"])
+def test_image_latents_do_not_depend_on_the_global_random_state(kind):
+    model = _sd1_model()
+    if kind == "ldm":  # a posterior; get_first_stage_encoding would sample it
+        model.encode_first_stage = lambda x: _Posterior(model.first_stage_model(x))
+        model.get_first_stage_encoding = lambda z: 0.18215 * (z.sample() if hasattr(z, "sample") else z)
+    else:  # sgm samples inside encode_first_stage and its get_first_stage_encoding is the identity
+        model.encode_first_stage = lambda x: model.first_stage_model(x) + torch.randn(1)
+        model.get_first_stage_encoding = lambda z: z
+    host = WebUIHost(_webui(model), stop_event=threading.Event())
+    pixels = torch.rand(1, 3, 8, 8)
+    torch.manual_seed(1)
+    first = host.encode_images(pixels)
+    torch.manual_seed(2)
+    assert torch.equal(host.encode_images(pixels), first)
+    state = torch.get_rng_state()
+    host.encode_images(pixels)
+    assert torch.equal(torch.get_rng_state(), state)  # the WebUI's own generator is left alone
