@@ -104,7 +104,7 @@ class WebUIHost(TrainingHost):
         with torch.no_grad(), torch.random.fork_rng(devices=[first.device] if first.device.type == "cuda" else []):
             torch.manual_seed(0)
             encoded = model.encode_first_stage(pixels)
-            if hasattr(encoded, "mode"):
+            if not isinstance(encoded, torch.Tensor):  # a tensor has .mode() too, the statistical one
                 encoded = encoded.mode()
             latents = model.get_first_stage_encoding(encoded)  # the WebUI's latent scale (identity for sgm)
         return latents.float()
