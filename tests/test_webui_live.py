@@ -54,8 +54,9 @@ def test_the_four_tabs_are_registered(webui):
 
 def test_training_leaves_the_model_exactly_as_it_was_and_the_lora_works(webui, dataset):
     before, image_before = webui.fingerprint(), webui.txt2img("alice, red hair")
-    job = webui.train("alice", "v1", dataset, **FAST)
+    job = webui.train("alice", "v1", dataset, **FAST, sample_every=1, sample_prompts=["alice"], sample_steps=2)
     assert job["state"] == "done", job["message"]
+    assert len(job["samples"]) == 2 and all(Image.open(p).size == (64, 64) for p in job["samples"])
     assert [p.rsplit("/", 1)[-1] for p in job["checkpoints"]] == ["alice-v1-000001.safetensors", "alice-v1.safetensors"]
     assert webui.fingerprint() == before
     assert webui.txt2img("alice, red hair") == image_before
@@ -79,6 +80,21 @@ def test_a_stopped_run_restores_the_model(webui, dataset):
     while webui.call("GET", "/train-tools/v1/status")[1]["step"] < 1 and time.time() < deadline:
         time.sleep(0.5)
     webui.call("POST", "/train-tools/v1/stop")
+    job = webui.wait_job()
+    assert job["state"] == "stopped", job["message"]
+    assert webui.fingerprint() == before
+
+
+def test_the_webui_interrupt_button_stops_training(webui, dataset):
+    before = webui.fingerprint()
+    status, _ = webui.call("POST", "/train-tools/v1/train",
+                           {"project": "alice", "version": "interrupted", "dataset": str(dataset),
+                            "settings": {**FAST, "epochs": 50}})  # fmt: skip
+    assert status == 200
+    deadline = time.time() + 300
+    while webui.call("GET", "/train-tools/v1/status")[1]["step"] < 1 and time.time() < deadline:
+        time.sleep(0.5)
+    webui.call("POST", "/sdapi/v1/interrupt")  # what the Interrupt button under Generate does
     job = webui.wait_job()
     assert job["state"] == "stopped", job["message"]
     assert webui.fingerprint() == before
