@@ -7,7 +7,7 @@ import logging
 import threading
 from pathlib import Path
 
-from lib_lora_train.publish import publish_checkpoints
+from lib_lora_train.publish import publish_checkpoints, unpublish
 from lib_lora_train.store import ProjectStore
 from lib_lora_train.webui import settings as ext_settings
 from lib_lora_train.webui.jobs import JobRunner
@@ -35,6 +35,15 @@ def publish(version, checkpoints: list[Path]) -> tuple[list[Path], list[str]]:
     result = publish_checkpoints(checkpoints, ext_settings.lora_dir(), subfolder=subfolder, mode=mode)
     refresh_lora_list()
     return result.published, result.notes
+
+
+def unpublish_version(version) -> list[Path]:
+    """Remove a version's published epochs from the LoRA folder (before it goes to the trash)."""
+    names = [path.name for _, path in version.list_checkpoints()]
+    removed = unpublish(names, ext_settings.lora_dir(), subfolder=ext_settings.option(ext_settings.PUBLISH_SUBFOLDER))
+    if removed:
+        refresh_lora_list()
+    return removed
 
 
 def refresh_lora_list() -> None:

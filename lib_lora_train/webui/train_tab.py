@@ -122,8 +122,9 @@ def build_train_tab() -> gr.Blocks:
                     store().clone_version(proj, ver, new)
                     ver, msg = new, f"Cloned {proj}/{ver} (settings and dataset, no checkpoints)."
                 else:
+                    removed = runtime.unpublish_version(store().version(proj, ver))
                     where = store().delete_version(proj, ver)
-                    ver, msg = None, f"Moved to the trash: {where}"
+                    ver, msg = None, f"Moved to the trash: {where} (and {len(removed)} published epochs removed)"
             except (ValueError, OSError) as exc:
                 msg = f"{exc}"
             return gr.update(choices=_projects(), value=proj), gr.update(choices=_versions(proj), value=ver), msg
