@@ -132,7 +132,7 @@ def test_sd2_v_prediction_and_sdxl_train_and_restore(webui, dataset, checkpoint)
     webui.use_checkpoint(checkpoint)
     try:
         before, image_before = webui.fingerprint(), webui.txt2img("alice")
-        settings = {**FAST, "epochs": 1}
+        settings = {**FAST, "epochs": 1, "gradient_checkpointing": True}  # the per-block checkpoint patches too
         if checkpoint == "tiny-sdxl":
             settings.update(resolution=64, max_bucket_side=128)
         job = webui.train("arch", checkpoint, dataset, **settings)
