@@ -113,6 +113,7 @@ def test_tiny_pipeline_loads_saved_locon_and_matches_trained_adapters(tmp_path, 
     assert read_lora_file(path).network == "locon"
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not (DIFFUSERS_SD1 / "model_index.json").is_file(), reason="../shared/fixtures not present")
 def test_fixture_pipeline_loads_saved_file_and_its_image_changes(tmp_path, diffusers_peft_path):
     from diffusers import StableDiffusionPipeline

@@ -219,3 +219,15 @@ def test_tiny_sdxl_keys_match_reference_lora():
     locon = _target_names(unet, keys.unet_target_modules(unet, "locon"))
     assert "lora_unet_input_blocks_1_0_in_layers_2" in locon and "lora_unet_input_blocks_3_0_op" in locon
     assert "lora_unet_output_blocks_2_2_conv" in locon
+
+
+def test_open_clip_attention_split_by_a_host_gets_the_same_names():
+    """A host that replaces the fused attention by q/k/v/out linears finds them named and targeted."""
+    fused = {"transformer.resblocks.0.attn.in_proj": (24, 8), "transformer.resblocks.0.attn.out_proj": (8, 8)}
+    split = {f"transformer.resblocks.0.attn.{part}": (8, 8) for part in ("q_proj", "k_proj", "v_proj", "out_proj")}
+    fused_target = AdapterTarget("lora_te", tree_from_shapes(fused), "open_clip", is_text_encoder=True)
+    split_target = AdapterTarget("lora_te", tree_from_shapes(split), "open_clip", is_text_encoder=True)
+    assert keys.kohya_module_names(split_target) == keys.kohya_module_names(fused_target)
+    # unused_last_layers=0: a one-layer stand-in has no penultimate layer to keep
+    assert sorted(keys.te_target_modules(split_target, unused_last_layers=0)) == sorted(split)
+    assert keys.te_target_modules(fused_target, unused_last_layers=0) == ["transformer.resblocks.0.attn"]

@@ -15,7 +15,7 @@ from lib_lora_train.lora_format import keys, peft_bridge
 pytestmark = pytest.mark.usefixtures(one_torch_thread.__name__)
 
 
-def _inject(network: str, *, rank=4, alpha=2.0, conv_rank=2, conv_alpha=1.0, lokr_rank=None, seed=0):
+def _inject(network: str, *, rank=4, alpha=2.0, conv_rank=2, conv_alpha=1.0, lokr_rank=None, seed=0, cp=False):
     """A tiny UNet + CLIP with adapters of ``network`` in kohya's targets and random (non-zero) adapter weights."""
     unet = AdapterTarget("lora_unet", tiny_unet(layers_per_block=1), "diffusers")
     te = AdapterTarget("lora_te", tiny_clip(), "hf_clip", is_text_encoder=True)
@@ -27,9 +27,11 @@ def _inject(network: str, *, rank=4, alpha=2.0, conv_rank=2, conv_alpha=1.0, lok
         if network in ("lora", "locon"):
             config = LoraConfig(r=rank, lora_alpha=alpha, **common)
         elif network == "loha":
-            config = LoHaConfig(r=rank, alpha=alpha, **common)
+            config = LoHaConfig(r=rank, alpha=alpha, use_effective_conv2d=cp, **common)
         else:
-            config = LoKrConfig(r=lokr_rank or rank, alpha=alpha, decompose_both=True, **common)
+            config = LoKrConfig(
+                r=lokr_rank or rank, alpha=alpha, decompose_both=True, use_effective_conv2d=cp, **common
+            )
         inject_adapter_in_model(config, target.module)
         generator = torch.Generator().manual_seed(seed)
         with torch.no_grad():
@@ -43,6 +45,15 @@ def _inject(network: str, *, rank=4, alpha=2.0, conv_rank=2, conv_alpha=1.0, lok
 def _webui_delta(parts: dict[str, torch.Tensor], shape: torch.Size) -> torch.Tensor:
     """The weight delta a loader builds from one module's kohya tensors (A1111's rules, restated for the test)."""
     alpha = float(parts["alpha"])
+
+    def cp(t, wa, wb):  # the WebUI's make_weight_cp (Tucker core t with factors wa, wb)
+        temp = torch.einsum("i j k l, j r -> i r k l", t, wb)
+        return torch.einsum("i j k l, i r -> r j k l", temp, wa)
+
+    if "hada_t1" in parts:
+        one = cp(parts["hada_t1"], parts["hada_w1_a"], parts["hada_w1_b"])
+        two = cp(parts["hada_t2"], parts["hada_w2_a"], parts["hada_w2_b"])
+        return (one * two).reshape(shape) * alpha / parts["hada_w1_b"].shape[0]
     if "lora_down.weight" in parts:
         down, up = parts["lora_down.weight"], parts["lora_up.weight"]
         product = up.reshape(up.shape[0], -1) @ down.reshape(down.shape[0], -1)
@@ -52,7 +63,12 @@ def _webui_delta(parts: dict[str, torch.Tensor], shape: torch.Size) -> torch.Ten
         two = parts["hada_w2_a"] @ parts["hada_w2_b"].reshape(parts["hada_w2_b"].shape[0], -1)
         return (one * two).reshape(shape) * alpha / parts["hada_w1_b"].shape[0]
     w1 = parts["lokr_w1"] if "lokr_w1" in parts else parts["lokr_w1_a"] @ parts["lokr_w1_b"]
-    w2 = parts["lokr_w2"] if "lokr_w2" in parts else parts["lokr_w2_a"] @ parts["lokr_w2_b"]
+    if "lokr_w2" in parts:
+        w2 = parts["lokr_w2"]
+    elif "lokr_t2" in parts:
+        w2 = cp(parts["lokr_t2"], parts["lokr_w2_a"], parts["lokr_w2_b"])
+    else:
+        w2 = parts["lokr_w2_a"] @ parts["lokr_w2_b"]
     dim = next((parts[p].shape[0] for p in ("lokr_w2_b", "lokr_w1_b") if p in parts), None)
     scale = alpha / dim if dim else 1.0
     if w2.dim() == 4:
@@ -87,8 +103,16 @@ def _apply(base: nn.Module, delta: torch.Tensor, x: torch.Tensor) -> torch.Tenso
 
 @pytest.mark.parametrize(
     "network, extra",
-    [("lora", {}), ("locon", {}), ("loha", {}), ("lokr", {}), ("lokr", {"lokr_rank": 1})],
-    ids=["lora", "locon", "loha", "lokr-full", "lokr-decomposed"],
+    [
+        ("lora", {}),
+        ("locon", {}),
+        ("loha", {}),
+        ("loha", {"cp": True}),
+        ("lokr", {}),
+        ("lokr", {"lokr_rank": 1}),
+        ("lokr", {"lokr_rank": 1, "cp": True}),
+    ],
+    ids=["lora", "locon", "loha", "loha-cp", "lokr-full", "lokr-decomposed", "lokr-cp"],
 )
 def test_saved_tensors_reproduce_what_peft_trained(network, extra):
     for target in _inject(network, **extra):

@@ -30,7 +30,7 @@ from lib_lora_train.host import AdapterTarget
 from lib_lora_train.lora_format.ldm_names import ldm_to_diffusers_names, ldm_units
 
 UNET_NETWORKS_WITH_CONV = ("locon", "loha", "lokr")
-_MHA_PARTS = (("q_proj", "q_proj"), ("k_proj", "k_proj"), ("v_proj", "v_proj"), ("out_proj", "out_proj"))
+MHA_PARTS = ("q_proj", "k_proj", "v_proj", "out_proj")  # the paths an OpenCLIP attention is named at
 _DIFFUSERS_UNIT = re.compile(
     r"^(?:(?:down|up)_blocks\.\d+\.(attentions|resnets|downsamplers|upsamplers)|mid_block\.(attentions|resnets))\.\d+"
 )
@@ -84,8 +84,8 @@ def kohya_module_names(target: AdapterTarget) -> dict[str, str]:
         ldm_map = ldm_to_diffusers_names(target.module, [path for path, _ in layers])
     for path, layer in layers:
         if isinstance(layer, nn.MultiheadAttention):
-            for path_suffix, _ in _MHA_PARTS:
-                names[f"{path}.{path_suffix}"] = _join(target.prefix, _kohya_path(target, f"{path}.{path_suffix}"))
+            for part in MHA_PARTS:
+                names[f"{path}.{part}"] = _join(target.prefix, _kohya_path(target, f"{path}.{part}"))
             continue
         if target.naming == "ldm":
             names[path] = _join(target.prefix, ldm_map[path])

@@ -196,7 +196,7 @@ def load_adapter_state_dict(
 def _load_layer(layer: nn.Module, kind: str, name: str, parts: dict[str, torch.Tensor]) -> None:
     expected = {"lora": ("lora_down.weight", "lora_up.weight"), "loha": LOHA_PARTS, "lokr": LOKR_PARTS}[kind]
     present = {part: tensor for part, tensor in parts.items() if part in expected}
-    if kind == "lora" and len(present) != 2 or not present:
+    if (kind == "lora" and len(present) != 2) or not present:
         found = ", ".join(sorted(parts))
         raise ValueError(f"{name}: the file holds {found}, which does not fit a {kind} adapter; train a new {kind}")
     dim = _loader_dim(kind, present)
