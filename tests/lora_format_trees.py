@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import torch
 from safetensors import safe_open
 from torch import nn
@@ -101,7 +102,7 @@ def tiny_weights(module: nn.Module) -> nn.Module:
     return module
 
 
-def tiny_unet(*, linear_proj: bool = False):
+def tiny_unet(*, linear_proj: bool = False, layers_per_block: int = 2):
     """A diffusers UNet with SD1's block kinds (attention down/up levels, a plain deepest level), a few KB."""
     from diffusers import UNet2DConditionModel
 
@@ -111,7 +112,7 @@ def tiny_unet(*, linear_proj: bool = False):
         in_channels=4,
         out_channels=4,
         block_out_channels=(8, 16, 16),
-        layers_per_block=2,
+        layers_per_block=layers_per_block,
         down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
         up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
         cross_attention_dim=16,
@@ -197,3 +198,12 @@ def ldm_shapes(*, model_channels=8, mult=(1, 2, 2), num_res_blocks=2, attention_
                 shapes[f"output_blocks.{index}.{position}.conv"] = conv3
             index += 1
     return shapes
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Run torch single-threaded: on the shared 2-core machine, 2 threads per process make tiny models ~10x slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -9,6 +9,7 @@ from lora_format_trees import (
     DIFFUSERS_SD1,
     WEBUI_TINY,
     ldm_shapes,
+    one_torch_thread,
     reference_modules,
     shapes_from_checkpoint,
     tiny_clip,
@@ -19,6 +20,8 @@ from torch import nn
 
 from lib_lora_train.host import AdapterTarget
 from lib_lora_train.lora_format import keys, ldm_names
+
+pytestmark = pytest.mark.usefixtures(one_torch_thread.__name__)
 
 needs_fixtures = pytest.mark.skipif(
     not (WEBUI_TINY / "tiny-sd1.safetensors").is_file(), reason="../shared/fixtures (tiny WebUI models) not present"
