@@ -167,6 +167,8 @@ def _train(host, settings, version, dataset_dir, resume, result: TrainResult) ->
                     num_epochs=total_epochs,
                     steps=step,
                     started_at=started_at,
+                    max_train_steps=total_steps,
+                    num_batches_per_epoch=feed.batches_per_epoch,
                 )
                 result.checkpoints.append(Path(path))
                 host.report(ProgressEvent("checkpoint", step, total_steps, shown, total_epochs, path=str(path)))
