@@ -100,12 +100,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def settings_from_args(args: argparse.Namespace) -> TrainSettings:
-    """--settings file (if any), then every option the user gave; raises SettingsError on bad values."""
-    data: dict[str, Any] = {}
+def settings_from_args(args: argparse.Namespace, base: dict[str, Any] | None = None) -> TrainSettings:
+    """``base`` (a resumed version's config), then the --settings file, then every option the user gave.
+
+    Raises SettingsError on bad values.
+    """
+    data: dict[str, Any] = dict(base or {})
     if args.settings is not None:
         try:
-            data = json.loads(Path(args.settings).read_text(encoding="utf-8"))
+            data.update(json.loads(Path(args.settings).read_text(encoding="utf-8")))
         except (OSError, json.JSONDecodeError) as exc:
             raise SettingsError("settings", f"{args.settings}: cannot read it as JSON ({exc})") from None
     for f in dataclasses.fields(TrainSettings):
@@ -158,11 +161,14 @@ def run_train(args: argparse.Namespace) -> int:
     from lib_lora_train.train.runner import train_version
 
     try:
-        settings = settings_from_args(args)
         store = ProjectStore(args.outputs)
         if args.resume:
+            # a resumed run continues with the settings it was started with; options given now still override
             version = store.version(args.project, args.version)
+            base = version.load_settings().to_dict() if version.config.exists() else None
+            settings = settings_from_args(args, base)
         else:
+            settings = settings_from_args(args)
             if args.dataset is None:
                 raise SettingsError("dataset", "give --dataset DIR (a folder of images with .txt captions)")
             version = store.create_version(args.project, args.version)

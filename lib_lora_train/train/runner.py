@@ -23,7 +23,7 @@ from lib_lora_train.train.latents import LatentCache
 from lib_lora_train.train.loop import LoopContext, run_loop
 from lib_lora_train.train.noise import derived_seed
 from lib_lora_train.train.optimizers import build_optimizer
-from lib_lora_train.train.precision import make_scaler, resolve_precision
+from lib_lora_train.train.precision import fast_kernels, make_scaler, resolve_precision
 from lib_lora_train.train.runlog import run_log
 from lib_lora_train.train.saving import render_and_save_samples, sample_requests, save_checkpoint
 from lib_lora_train.train.schedulers import build_scheduler
@@ -89,7 +89,8 @@ def _train(host, settings, version, dataset_dir, resume, result: TrainResult) ->
     undo: list = []
     handle = None
     try:
-        with torch.random.fork_rng(devices=[parts.device] if parts.device.type == "cuda" else []):
+        devices = [parts.device] if parts.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices), fast_kernels(parts.device):
             for module, _ in snapshots:
                 module.requires_grad_(False)
             if settings.clip_skip and settings.clip_skip != parts.clip_skip:
@@ -166,6 +167,8 @@ def _train(host, settings, version, dataset_dir, resume, result: TrainResult) ->
                     num_epochs=total_epochs,
                     steps=step,
                     started_at=started_at,
+                    max_train_steps=total_steps,
+                    num_batches_per_epoch=feed.batches_per_epoch,
                 )
                 result.checkpoints.append(Path(path))
                 host.report(ProgressEvent("checkpoint", step, total_steps, shown, total_epochs, path=str(path)))
