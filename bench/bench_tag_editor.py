@@ -53,6 +53,14 @@ def timed(fn):
     return (time.perf_counter() - start) * 1000.0, result
 
 
+def _load() -> str:
+    """The 1-minute load average, printed with the figures: on a shared machine they depend on it."""
+    try:
+        return f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs"
+    except OSError:
+        return "unknown"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=10000)
@@ -85,7 +93,7 @@ def main() -> None:
             f"{text_ms:.1f} ms again ({len(text_hits)} hits) | "
             f"batch edit {edit_ms:.0f} ms ({changed} changed; undo {undo_ms:.0f} ms, redo {redo_ms:.0f} ms) | "
             f"save all {save_ms:.0f} ms (batch sync) | save all per-file fsync {save_pf_ms:.0f} ms | "
-            f"(generation {gen_ms / 1000:.1f} s, in {root.parent})"
+            f"(generation {gen_ms / 1000:.1f} s, in {root.parent}; load average {_load()})"
         )
     finally:
         if args.keep is None:

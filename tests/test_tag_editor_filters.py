@@ -71,3 +71,17 @@ def test_filter_follows_edits(ds):
 
 def test_invert_selection_stays_within_the_visible_set():
     assert invert_selection([2, 9], [1, 2, 3]) == [1, 3]
+
+
+def test_case_insensitive_search_matches_upper_and_lower_case_in_both_modes(ds):
+    assert names(ds, apply_filter(ds, TagFilter(text="STRIPED"))) == ["3.png"]
+    assert names(ds, apply_filter(ds, TagFilter(text=r"strip\w+ shirt", regex=True))) == ["3.png"]
+    assert names(ds, apply_filter(ds, TagFilter(text=r"Strip\S+ SHIRT", regex=True))) == ["3.png"]  # re.I path
+    assert names(ds, apply_filter(ds, TagFilter(text=r"\bStriped", regex=True, case_sensitive=True))) == ["3.png"]
+    assert apply_filter(ds, TagFilter(text=r"\bstriped", regex=True, case_sensitive=True)) == []
+
+
+def test_search_sees_edits(ds):
+    apply_filter(ds, TagFilter(text="red"))  # fills the text cache
+    ds.set_caption(ds.find("3.png"), "RED hat")
+    assert names(ds, apply_filter(ds, TagFilter(text="red hat"))) == ["3.png"]

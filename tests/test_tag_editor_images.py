@@ -125,3 +125,16 @@ def test_trash_keeps_relative_paths_and_never_overwrites(tmp_path):
     assert (trash / "a.txt").read_text(encoding="utf-8") == "x"
     assert (trash / "a (2).txt").read_text(encoding="utf-8") == "y"
     assert len(Dataset.load(folder)) == 0  # the hidden trash is not part of the dataset
+
+
+def test_near_duplicate_jpegs_are_found_with_reduced_decoding(tmp_path):
+    folder = make_folder(tmp_path / "ds", {"big.jpg": "", "small.jpg": "", "other.jpg": ""})
+    _pattern(5, 512).save(folder / "big.jpg", quality=90)
+    _pattern(5, 200).save(folder / "small.jpg", quality=70)
+    _pattern(6, 512).save(folder / "other.jpg", quality=90)
+    ds = Dataset.load(folder)
+    for method in ("phash", "dhash"):
+        hashes, _ = hash_images(ds, ds.ids(), method)
+        assert group_near_duplicates(hashes) == [[ds.find("big.jpg"), ds.find("small.jpg")]]
+    with pytest.raises(ValueError, match="phash"):
+        hash_images(ds, ds.ids(), "md5")

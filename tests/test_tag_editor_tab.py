@@ -34,6 +34,8 @@ def test_load_filter_edit_undo_save_through_the_handlers(folder):
     image, _, caption, gallery, page, label, table, tags_json, status = h.load(str(folder), True, ".txt")
     assert "3 images" in status and "1 without caption" in status
     assert image == str(folder / "a.png") and caption == "mychar, absurdres, blue eyes"
+    assert gallery == gr.update()  # thumbnails come with the follow-up page event
+    gallery, *_ = h.go_to_page(1)
     assert len(gallery) == 3 and gallery[0][1] == "a.png" and "3 of 3 images shown" in label
     assert table[0] == ["blue eyes", 2] and "smile" in json.loads(tags_json)
     assert current_dataset_folder() == str(folder)
@@ -63,6 +65,7 @@ def test_errors_become_status_messages(folder):
 
 def test_gallery_click_selects_and_opens_the_per_image_editor(folder):
     h.load(str(folder), True, ".txt")
+    h.go_to_page(1)
     image, _, caption, gallery, *_ = h.gallery_click(True, select(1))
     assert image == str(folder / "b.png") and caption == "blue eyes, smile"
     assert gallery[1][1].startswith("✔ ")
@@ -93,7 +96,8 @@ def test_suggestion_panels_apply_only_what_is_checked(folder):
 
 def test_thumbnails_of_a_dataset_outside_the_app_folder_are_served(folder, tmp_path):
     tab = build_tag_editor_tab()
-    _, _, _, gallery_value, *_ = h.load(str(folder), True, ".txt")
+    h.load(str(folder), True, ".txt")
+    gallery_value, *_ = h.go_to_page(1)
     gallery = next(b for b in tab.blocks.values() if isinstance(b, gr.Gallery))
     served = gallery.postprocess(gallery_value)
     client = TestClient(gr.routes.App.create_app(tab))

@@ -95,6 +95,7 @@ class Dataset:
         self.load_errors: list[str] = []
         self._dirty: set[int] = set()
         self._text: dict[int, str] = {}  # caption text per entry, joined on first search and dropped on edit
+        self._lower: dict[int, str] = {}  # the same, lowercased: case-insensitive search without re.IGNORECASE
         self._next_id = 0
 
     # --- loading ----------------------------------------------------------------------------------------------
@@ -199,6 +200,13 @@ class Dataset:
             text = self._text[entry_id] = join_tags(self.entries[entry_id].tags)
         return text
 
+    def caption_lower(self, entry_id: int) -> str:
+        """``caption_text`` in lower case, cached the same way."""
+        text = self._lower.get(entry_id)
+        if text is None:
+            text = self._lower[entry_id] = self.caption_text(entry_id).lower()
+        return text
+
     def all_tags(self) -> list[str]:
         """Every tag in the dataset, most frequent first (ties by name): the autocomplete list."""
         return sorted(self.index, key=lambda tag: (-len(self.index[tag]), tag))
@@ -230,6 +238,7 @@ class Dataset:
                 members.add(entry_id)
         entry.tags = list(tags)
         self._text.pop(entry_id, None)
+        self._lower.pop(entry_id, None)
         saved = entry.saved_tags
         # same rule as Entry.dirty, on the tuple we already have (this runs 10,000 times in a batch edit)
         if not entry.locked and (tags != saved if saved is not None else bool(tags)):
@@ -305,6 +314,7 @@ class Dataset:
         entry = self.entries.pop(entry_id)
         self._dirty.discard(entry_id)
         self._text.pop(entry_id, None)
+        self._lower.pop(entry_id, None)
         for tag in set(entry.tags):
             members = self.index[tag]
             members.discard(entry_id)

@@ -36,6 +36,7 @@ class TagFilter:
     case_sensitive: bool = False
     without_caption: bool = False
     compiled: re.Pattern | None = field(default=None, init=False, repr=False, compare=False)
+    lowered: bool = field(default=False, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         for name in ("include_mode", "exclude_mode"):
@@ -44,16 +45,39 @@ class TagFilter:
         object.__setattr__(self, "include", tuple(t for t in map(normalize_tag, self.include) if t))
         object.__setattr__(self, "exclude", tuple(t for t in map(normalize_tag, self.exclude) if t))
         if self.text:
-            flags = 0 if self.case_sensitive else re.IGNORECASE
-            source = self.text if self.regex else re.escape(self.text)
+            lowered = not self.case_sensitive and not (self.regex and _has_upper_literal(self.text))
+            if lowered:
+                # re.IGNORECASE is 10-20x slower than matching lowercased text (cached by the dataset)
+                source = self.text.lower() if not self.regex else self.text
+                flags = 0
+            else:
+                source = self.text
+                flags = 0 if self.case_sensitive else re.IGNORECASE
+            if not self.regex:
+                source = re.escape(source)
             try:
                 object.__setattr__(self, "compiled", re.compile(source, flags))
             except re.error as exc:
                 raise ValueError(f"search: {self.text!r} is not a valid regular expression ({exc})") from None
+            object.__setattr__(self, "lowered", lowered)
 
     @property
     def is_empty(self) -> bool:
         return not (self.include or self.exclude or self.text or self.without_caption)
+
+
+def _has_upper_literal(pattern: str) -> bool:
+    """True if a regex has an upper-case letter that is not an escape like ``\\S``. Without one, a
+    case-insensitive search can run on lowercased captions with a plain (fast) pattern."""
+    escaped = False
+    for char in pattern:
+        if escaped:
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        elif char != char.lower():
+            return True
+    return False
 
 
 def _combine(dataset: Dataset, tags: tuple[str, ...], mode: Mode) -> set[int]:
@@ -85,7 +109,7 @@ def apply_filter(dataset: Dataset, tag_filter: TagFilter) -> list[int]:
     candidates = dataset.ids() if keep is None else sorted(keep)
     if tag_filter.compiled is not None:
         search = tag_filter.compiled.search
-        text = dataset.caption_text
+        text = dataset.caption_lower if tag_filter.lowered else dataset.caption_text
         candidates = [i for i in candidates if search(text(i))]
     return candidates
 

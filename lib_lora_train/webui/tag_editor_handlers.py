@@ -77,15 +77,20 @@ def guarded(outputs: int):
     return wrap
 
 
-def view(message: str = "", page: int | None = None):
-    """Values for the ``VIEW`` outputs."""
+def view(message: str = "", page: int | None = None, *, thumbnails: bool = True):
+    """Values for the ``VIEW`` outputs; without ``thumbnails`` the gallery is left as it is (filled by a
+    follow-up event, so that opening a big folder shows its counts at once)."""
     if SESSION.dataset is None:
         return [], 1, "no dataset", [], "[]", message
-    items = SESSION.page_items(page)
-    gallery = [
-        (item.thumbnail or _broken_placeholder(), item.label + (f" — {item.error}" if item.error else ""))
-        for item in items
-    ]
+    if thumbnails:
+        items = SESSION.page_items(page)
+        gallery = [
+            (item.thumbnail or _broken_placeholder(), item.label + (f" — {item.error}" if item.error else ""))
+            for item in items
+        ]
+    else:
+        SESSION.page_ids(page)
+        gallery = gr.update()
     dataset = SESSION.dataset
     label = (
         f"page {SESSION.page + 1} / {SESSION.page_count} — {len(SESSION.visible)} of {len(dataset)} images shown, "
@@ -142,7 +147,7 @@ def load(folder: str, recursive: bool, extension: str):
         raise DatasetError("type the path of a dataset folder first")
     status = SESSION.open(folder, recursive=recursive, caption_extension=extension or ".txt")
     _last_tags_json["text"] = None  # a new dataset: always send its tags
-    return (*editor(), *view(status, 0))
+    return (*editor(), *view(status, 0, thumbnails=False))
 
 
 @guarded(VIEW_SIZE)

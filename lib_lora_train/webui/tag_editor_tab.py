@@ -176,7 +176,8 @@ def build_tag_editor_tab() -> gr.Blocks:
         full = editor_outputs + view_outputs
         filter_inputs = [include, include_mode, exclude, exclude_mode, search, regex, without_caption]
 
-        load_button.click(h.load, [folder, recursive, extension], full)
+        # counts and tags first, then the first page's thumbnails (made now, cached for next time)
+        load_button.click(h.load, [folder, recursive, extension], full).then(h.go_to_page, [page], view_outputs)
         save_button.click(h.save, [backup], view_outputs)
         filter_button.click(h.apply_filter, filter_inputs, view_outputs)
         for box in (include, exclude, search):
