@@ -234,6 +234,7 @@ def build_compare_tab():
             if published is not None:
                 compare_render.available_lora_names()  # refresh the LoRA list so the card appears
                 text += f" Published `{published.model}` with its card metadata `{published.sidecar.name}`."
+                text += "".join(f"\n\n**Note:** {n}" for n in published.notes)
             return text
 
         refresh.click(on_refresh, inputs=[project], outputs=[project])
