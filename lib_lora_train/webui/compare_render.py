@@ -104,7 +104,8 @@ def available_lora_names() -> set[str] | None:
     if networks is None:
         return None
     networks.list_available_networks()
-    return set(networks.available_networks) | set(networks.available_network_aliases)
+    # file stems only: aliases (ss_output_name) are shared by every epoch of a version and resolve to none of them
+    return set(networks.available_networks)
 
 
 def ensure_reachable(plan: ComparePlan, grids: Sequence[GridJob]) -> list[str]:

@@ -34,8 +34,8 @@ def request_from_inputs(*values) -> CompareRequest:
 
 
 def epoch_choice(label: str) -> int | None:
-    """ "epoch 3" -> 3, "final" -> None (the labels of ``EpochEntry``)."""
-    return None if label == "final" else int(label.split()[-1])
+    """``epoch 3`` -> 3; ``final`` and ``epoch 4 (final)`` -> None (the labels of ``EpochEntry``)."""
+    return None if label.endswith("final") or label.endswith("(final)") else int(label.split()[-1])
 
 
 def version_summary(project: str, version: str) -> tuple[str, list[str], str]:
