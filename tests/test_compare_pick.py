@@ -48,6 +48,17 @@ def test_publish_copies_and_writes_card_metadata(tmp_path):
     assert meta["preferred weight"] == 0.8 and meta["activation text"] == "mychar" and meta["sd version"] == "SD1"
     assert meta["description"].startswith(DESCRIPTION_MARK) and "weight 0.8" in meta["description"]
     assert out.backups == [] and not list(lora.glob(".*"))  # no temporary files left
+    assert out.notes == []
+
+
+def test_publish_warns_about_a_same_named_lora_elsewhere(tmp_path):
+    ckpt = tmp_path / "e3.safetensors"
+    ckpt.write_bytes(b"epoch3")
+    lora = tmp_path / "Lora"
+    (lora / "train_tools").mkdir(parents=True)
+    (lora / "train_tools" / "proj-v1.safetensors").write_bytes(b"final")  # the published final epoch
+    out = publish_pick(ckpt, lora, "proj-v1", _pick())
+    assert len(out.notes) == 1 and "train_tools" in out.notes[0]
 
 
 def test_republish_keeps_user_keys_backups_and_one_description_line(tmp_path):

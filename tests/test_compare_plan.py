@@ -138,3 +138,15 @@ def test_validation_names_the_field(change, field):
 def test_prompts_missing_activation_tag_are_reported():
     plan = _plan(prompts=["mychar, smile", "1girl, smile"])
     assert plan.prompts_missing_activation_tag() == ["1girl, smile"]
+
+
+def test_final_file_is_labelled_with_its_saved_epoch(tmp_path):
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    final = tmp_path / "proj-v1.safetensors"
+    save_file({"x": np.zeros(1, dtype=np.float32)}, str(final), {"ss_epoch": "4"})
+    (tmp_path / "broken.safetensors").write_bytes(b"\xff" * 20)
+    entries = epoch_entries([(None, final), (1, tmp_path / "proj-v1-000001.safetensors")])
+    assert [e.label for e in entries] == ["epoch 1", "epoch 4 (final)"]
+    assert epoch_entries([(None, tmp_path / "broken.safetensors")])[0].label == "final"

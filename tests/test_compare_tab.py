@@ -39,6 +39,7 @@ def test_inputs_map_onto_a_request():
 
 def test_epoch_choice_and_version_summary(store):
     assert compare_tab.epoch_choice("epoch 12") == 12 and compare_tab.epoch_choice("final") is None
+    assert compare_tab.epoch_choice("epoch 4 (final)") is None
     text, labels, tag = compare_tab.version_summary("alice", "v1")
     assert labels == ["epoch 1", "epoch 2", "final"] and tag == "alice_x" and "3 saved" in text
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -75,6 +75,7 @@ class PublishedPick:
     model: Path
     sidecar: Path
     backups: list[Path]
+    notes: list[str] = field(default_factory=list)
 
 
 def _copy_atomic(source: Path, target: Path) -> None:
@@ -135,7 +136,12 @@ def publish_pick(
     _copy_atomic(checkpoint, model)
     text = json.dumps(sidecar_metadata(existing, pick, activation_text, sd_version), indent=4, ensure_ascii=False)
     atomic_write_text(sidecar, text + "\n", backup=sidecar.is_file())
-    return PublishedPick(model, sidecar, backups)
+    # the WebUI lists LoRAs by file stem: another file of this name in a sub-folder would shadow one of the two
+    clashes = [p for p in lora_dir.rglob(f"{clean_name}.safetensors") if p != model]
+    notes = [
+        f"{p} has the same name; <lora:{clean_name}:…> may load that one instead, rename or remove it" for p in clashes
+    ]
+    return PublishedPick(model, sidecar, backups, notes)
 
 
 def pick_version(

@@ -7,6 +7,7 @@ so what the tab shows, what the API returns and what the X/Y/Z plot reproduces c
 
 from __future__ import annotations
 
+import json
 import random
 import re
 from collections.abc import Sequence
@@ -33,15 +34,34 @@ class EpochEntry:
     epoch: int | None  # None = the final file without an epoch suffix
     lora_name: str
     path: Path | None = None
+    final_epoch: int | None = None  # the final file's epoch number (its ss_epoch), when known
 
     @property
     def label(self) -> str:
-        return "final" if self.epoch is None else f"epoch {self.epoch}"
+        if self.epoch is not None:
+            return f"epoch {self.epoch}"
+        return "final" if self.final_epoch is None else f"epoch {self.final_epoch} (final)"
+
+
+def saved_epoch(path: Path) -> int | None:
+    """``ss_epoch`` from a LoRA file's safetensors header (no tensors read); None when absent or unreadable."""
+    try:
+        with open(path, "rb") as handle:
+            size = int.from_bytes(handle.read(8), "little")
+            if not 0 < size < 100_000_000:
+                return None
+            header = json.loads(handle.read(size))
+        return int(header.get("__metadata__", {}).get("ss_epoch"))
+    except (OSError, ValueError, TypeError, AttributeError):
+        return None
 
 
 def epoch_entries(checkpoints: Sequence[tuple[int | None, Path]]) -> list[EpochEntry]:
     """``VersionPaths.list_checkpoints()`` -> entries sorted by epoch with the final file last."""
-    entries = [EpochEntry(epoch, Path(path).stem, Path(path)) for epoch, path in checkpoints]
+    entries = [
+        EpochEntry(epoch, Path(path).stem, Path(path), saved_epoch(Path(path)) if epoch is None else None)
+        for epoch, path in checkpoints
+    ]
     return sorted(entries, key=lambda e: (e.epoch is None, e.epoch or 0))
 
 

@@ -75,6 +75,7 @@ class PickResponse(BaseModel):
     checkpoint: str
     published: Optional[str] = None
     sidecar: Optional[str] = None
+    notes: list[str] = Field(default_factory=list)
 
 
 def response_for(plan, result) -> CompareResponse:
@@ -147,6 +148,7 @@ def build_router(
             checkpoint=chosen.checkpoint,
             published=str(published.model) if published else None,
             sidecar=str(published.sidecar) if published else None,
+            notes=published.notes if published else [],
         )
 
     return router

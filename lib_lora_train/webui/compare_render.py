@@ -104,7 +104,8 @@ def available_lora_names() -> set[str] | None:
     if networks is None:
         return None
     networks.list_available_networks()
-    return set(networks.available_networks) | set(networks.available_network_aliases)
+    # file stems only: aliases (ss_output_name) are shared by every epoch of a version and resolve to none of them
+    return set(networks.available_networks)
 
 
 def ensure_reachable(plan: ComparePlan, grids: Sequence[GridJob]) -> list[str]:
@@ -160,7 +161,21 @@ def render_cell(plan: ComparePlan, cell: CellJob) -> RenderedCell | None:
         p.close()
     if shared.state.interrupted or not processed.images:
         return None  # an interrupted render is half-denoised noise: not a cell to keep
-    return RenderedCell(processed.images[0], processed.infotexts[0] if processed.infotexts else "")
+    return RenderedCell(
+        processed.images[0], with_full_prompt(processed.infotexts[0] if processed.infotexts else "", cell.prompt)
+    )
+
+
+def with_full_prompt(infotext: str, prompt: str) -> str:
+    """Put the ``<lora:…>`` tag back into the infotext's prompt.
+
+    Without ``p.scripts`` (v1.10.1 ``process_images_inner``) the WebUI writes the prompt with the extra-network tags
+    already stripped; the cell's PNG info must carry the full prompt so that "send to txt2img" reproduces it.
+    """
+    from modules import extra_networks
+
+    stripped, _ = extra_networks.parse_prompt(prompt)
+    return prompt + infotext[len(stripped) :] if infotext.startswith(stripped) else infotext
 
 
 def compose_with_webui(

@@ -34,8 +34,8 @@ def request_from_inputs(*values) -> CompareRequest:
 
 
 def epoch_choice(label: str) -> int | None:
-    """ "epoch 3" -> 3, "final" -> None (the labels of ``EpochEntry``)."""
-    return None if label == "final" else int(label.split()[-1])
+    """``epoch 3`` -> 3; ``final`` and ``epoch 4 (final)`` -> None (the labels of ``EpochEntry``)."""
+    return None if label.endswith("final") or label.endswith("(final)") else int(label.split()[-1])
 
 
 def version_summary(project: str, version: str) -> tuple[str, list[str], str]:
@@ -234,6 +234,7 @@ def build_compare_tab():
             if published is not None:
                 compare_render.available_lora_names()  # refresh the LoRA list so the card appears
                 text += f" Published `{published.model}` with its card metadata `{published.sidecar.name}`."
+                text += "".join(f"\n\n**Note:** {n}" for n in published.notes)
             return text
 
         refresh.click(on_refresh, inputs=[project], outputs=[project])
