@@ -51,6 +51,12 @@ def test_the_four_tabs_are_registered(webui):
     text = str(config)
     for elem_id in ("lora_train_tagger", "lora_train_tag_editor", "lora_train_tools", "lora_train_compare"):
         assert elem_id in text, f"tab {elem_id} missing"
+    # the routes and their pydantic-1 models are in the WebUI's /docs
+    status, openapi = webui.call("GET", "/openapi.json")
+    assert status == 200
+    for route in ("projects", "train", "status", "stop", "host-fingerprint"):
+        assert f"/train-tools/v1/{route}" in openapi["paths"]
+    assert "TrainRequest" in openapi["components"]["schemas"]
 
 
 def test_training_leaves_the_model_exactly_as_it_was_and_the_lora_works(webui, dataset):
