@@ -116,20 +116,33 @@ class Dataset:
         dataset = cls(root, caption_extension=caption_extension, recursive=recursive)
         for directory, names in _walk(root, recursive, dataset.load_errors):
             name_set = set(names)
+            caption_owner: dict[str, str] = {}
             for name in names:
                 stem, ext = os.path.splitext(name)
                 if ext.lower() not in IMAGE_EXTENSIONS:
                     continue
                 caption_name = stem + caption_extension
+                # a.png and a.jpg would share a.txt: editing one would overwrite the other's caption
+                owner = caption_owner.setdefault(caption_name, name)
+                conflict = None
+                if owner != name:
+                    conflict = (
+                        f"{os.path.join(directory, name)}: shares the caption {caption_name} with {owner}; it is "
+                        "left untouched — rename one of the two images (and copy the caption) and reload"
+                    )
+                    dataset.load_errors.append(conflict)
                 dataset._add_loaded(
-                    os.path.join(directory, name), os.path.join(directory, caption_name), caption_name in name_set
+                    os.path.join(directory, name),
+                    os.path.join(directory, caption_name),
+                    caption_name in name_set,
+                    conflict,
                 )
         return dataset
 
-    def _add_loaded(self, image: str, caption_path: str, has_caption: bool) -> None:
+    def _add_loaded(self, image: str, caption_path: str, has_caption: bool, conflict: str | None = None) -> None:
         tags: list[str] = []
         saved: TagTuple | None = None
-        error = None
+        error = conflict
         if has_caption:
             try:
                 with open(caption_path, "rb") as handle:

@@ -220,7 +220,10 @@ class EditorSession:
         if self.current is None:
             raise DatasetError("no image is open in the editor; click one in the gallery")
         entry = dataset.entry(self.current)
-        files = [entry.image_file, entry.caption_file, entry.caption_file + ".bak"]
+        files = [entry.image_file]
+        shared = any(e.caption_file == entry.caption_file for e in dataset.entries.values() if e.id != entry.id)
+        if not shared:  # a caption that another image also uses (a.png / a.jpg) stays with that image
+            files += [entry.caption_file, entry.caption_file + ".bak"]
         trash = Path(trash_dir) if trash_dir else default_trash_dir(dataset.root)
         result = move_to_trash(files, dataset.root, trash)
         position = self.visible.index(self.current) if self.current in self.visible else 0
