@@ -195,3 +195,24 @@ def test_interrupted_parallel_save_keeps_disk_and_unsaved_marks_consistent(tmp_p
     # the next save completes the job
     monkeypatch.setattr(saving.os, "replace", real_replace)
     assert save_dataset(ds).ok and all(t.startswith("mychar") for t in caption_texts(folder).values())
+
+
+@pytest.mark.parametrize("durability", DURABILITIES)
+def test_a_caption_changed_by_another_program_is_not_overwritten(tmp_path, durability):
+    folder = make_folder(tmp_path / "ds", {"a.png": "x", "b.png": "x", "c.png": None})
+    ds = Dataset.load(folder)
+    ds.apply(AddTags(("mine",)))
+    (folder / "a.txt").write_text("edited elsewhere, longer", encoding="utf-8")
+    (folder / "c.txt").write_text("created elsewhere", encoding="utf-8")
+    report = save_dataset(ds, durability=durability)
+    assert len(report.failures) == 2 and all("changed on disk since it was loaded" in f for f in report.failures)
+    assert caption_texts(folder) == {
+        "a.txt": "edited elsewhere, longer",
+        "b.txt": "mine, x",
+        "c.txt": "created elsewhere",
+    }
+    assert sorted(ds.relative(i) for i in ds.dirty_ids()) == ["a.png", "c.png"]
+    # our own save updated b's stamp: saving b again later is not mistaken for an outside change
+    ds.apply(RemoveTags(("x",)), [ds.find("b.png")])
+    assert save_dataset(ds, durability=durability, overwrite_changed=True).ok
+    assert caption_texts(folder) == {"a.txt": "mine, x", "b.txt": "mine", "c.txt": "mine"}

@@ -37,6 +37,9 @@ class Entry:
     tags: list[str]
     saved_tags: TagTuple | None
     error: str | None = None
+    # (mtime_ns, size) of the caption file when it was read or last saved: a save refuses to overwrite a caption
+    # that another program changed since (None: there was no caption file)
+    disk_stamp: tuple[int, int] | None = None
 
     @property
     def image(self) -> Path:
@@ -142,11 +145,14 @@ class Dataset:
     def _add_loaded(self, image: str, caption_path: str, has_caption: bool, conflict: str | None = None) -> None:
         tags: list[str] = []
         saved: TagTuple | None = None
+        stamp = None
         error = conflict
         if has_caption:
             try:
                 with open(caption_path, "rb") as handle:
                     raw = handle.read()
+                    info = os.fstat(handle.fileno())
+                    stamp = (info.st_mtime_ns, info.st_size)
                 tags = split_tags(raw.decode("utf-8"))
                 saved = tuple(tags)
             except UnicodeDecodeError as exc:
@@ -160,7 +166,7 @@ class Dataset:
                 self.load_errors.append(error)
         entry_id = self._next_id
         self._next_id += 1
-        self.entries[entry_id] = Entry(entry_id, image, caption_path, tags, saved, error)
+        self.entries[entry_id] = Entry(entry_id, image, caption_path, tags, saved, error, stamp)
         index = self.index
         for tag in set(tags):
             members = index.get(tag)
@@ -335,10 +341,11 @@ class Dataset:
                 del self.index[tag]
         return entry
 
-    def mark_saved(self, entry_id: int, tags: TagTuple) -> None:
-        """Record that ``tags`` are now on disk for this entry (called by the saver after each file)."""
+    def mark_saved(self, entry_id: int, tags: TagTuple, stamp: tuple[int, int] | None = None) -> None:
+        """Record that ``tags`` are now on disk for this entry, in a file with ``stamp`` (called by the saver)."""
         entry = self.entries[entry_id]
         entry.saved_tags = tags
+        entry.disk_stamp = stamp
         if entry.dirty:
             self._dirty.add(entry_id)
         else:

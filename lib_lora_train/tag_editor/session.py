@@ -171,8 +171,8 @@ class EditorSession:
         self.refresh()
         return f"redone: {label}" if label else "nothing to redo"
 
-    def save(self, *, backup: bool = False) -> SaveReport:
-        return save_dataset(self.require(), backup=backup)
+    def save(self, *, backup: bool = False, overwrite_changed: bool = False) -> SaveReport:
+        return save_dataset(self.require(), backup=backup, overwrite_changed=overwrite_changed)
 
     # --- the per-image editor ---------------------------------------------------------------------------------
 

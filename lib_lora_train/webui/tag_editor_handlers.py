@@ -251,8 +251,8 @@ def redo():
 
 
 @guarded(VIEW_SIZE)
-def save(backup: bool):
-    report = SESSION.save(backup=bool(backup))
+def save(backup: bool, overwrite_changed: bool = False):
+    report = SESSION.save(backup=bool(backup), overwrite_changed=bool(overwrite_changed))
     return view(("✔ " if report.ok else "⚠ ") + report.summary())
 
 
