@@ -152,7 +152,8 @@ def test_save_killed_by_sigkill_leaves_every_caption_old_or_new(tmp_path, count,
     for i in range(count):
         assert texts[f"{i}.txt"] in (f"t{i}, shared tag", f"mychar, t{i}, shared tag")
     renamed = sum(t.startswith("mychar") for t in texts.values())
-    assert renamed == k if count < 2 * saving.RENAME_THREADS else k <= renamed < count
+    # serial renames stop exactly at k; in the pool, renames that had started may or may not have finished
+    assert renamed == k if count < 2 * saving.RENAME_THREADS else renamed <= k
     # temp files of the killed save are hidden: a reload ignores them and sees every image once
     reloaded = Dataset.load(folder)
     assert len(reloaded) == count and not reloaded.load_errors
