@@ -60,6 +60,10 @@ def test_opening_another_folder_with_unsaved_edits_is_refused(session, tmp_path)
     session.apply(AddTags(("x",)), "all")
     with pytest.raises(DatasetError, match="not saved"):
         session.open(str(tmp_path))
+    folder = session.dataset.root
+    session.open(str(folder), discard_unsaved=True)  # reload: the edit is gone, the files untouched
+    assert not session.dataset.dirty and "x" not in session.dataset.index
+    session.apply(AddTags(("x",)), "all")
     session.save()
     other = make_folder(tmp_path / "other", {"a.png": "y"})
     assert session.open(str(other)).startswith("1 images")

@@ -50,12 +50,15 @@ class EditorSession:
 
     # --- opening and filtering --------------------------------------------------------------------------------
 
-    def open(self, folder: str, *, recursive: bool = True, caption_extension: str = ".txt") -> str:
-        """Load a folder (replacing the open one); returns a status line. Raises ``DatasetError``."""
-        if self.dataset is not None and self.dataset.dirty:
+    def open(
+        self, folder: str, *, recursive: bool = True, caption_extension: str = ".txt", discard_unsaved: bool = False
+    ) -> str:
+        """Load a folder (replacing the open one); returns a status line. Raises ``DatasetError``, also when the
+        open dataset has unsaved edits and ``discard_unsaved`` is not set."""
+        if self.dataset is not None and self.dataset.dirty and not discard_unsaved:
             raise DatasetError(
-                f"{len(self.dataset.dirty_ids())} caption(s) in {self.dataset.root} are not saved; save or undo "
-                "them before opening another folder"
+                f"{len(self.dataset.dirty_ids())} caption(s) in {self.dataset.root} are not saved; save them, or "
+                "tick 'Discard unsaved edits' and load again"
             )
         self.dataset = Dataset.load(folder.strip(), recursive=recursive, caption_extension=caption_extension.strip())
         self.filter = TagFilter()

@@ -142,10 +142,12 @@ def editor():
 
 
 @guarded(VIEW_SIZE + EDITOR_SIZE)
-def load(folder: str, recursive: bool, extension: str):
+def load(folder: str, recursive: bool, extension: str, discard_unsaved: bool = False):
     if not folder or not folder.strip():
         raise DatasetError("type the path of a dataset folder first")
-    status = SESSION.open(folder, recursive=recursive, caption_extension=extension or ".txt")
+    status = SESSION.open(
+        folder, recursive=recursive, caption_extension=extension or ".txt", discard_unsaved=bool(discard_unsaved)
+    )
     _last_tags_json["text"] = None  # a new dataset: always send its tags
     return (*editor(), *view(status, 0, thumbnails=False))
 
