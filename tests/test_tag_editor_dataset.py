@@ -154,3 +154,13 @@ def test_index_stays_equal_to_a_rebuild_over_random_edits_and_undos(tmp_path):
             ds.undo() if rng.random() < 0.7 else ds.redo()
         assert ds.index == rebuilt_index(ds)
         assert set(ds.dirty_ids()) == {i for i, e in ds.entries.items() if e.dirty}
+
+
+def test_two_images_sharing_one_caption_file_lock_the_second(tmp_path):
+    folder = make_folder(tmp_path / "ds", {"a.jpg": "x", "a.png": None})
+    ds = Dataset.load(folder)
+    first, second = ds.entry(ds.find("a.jpg")), ds.entry(ds.find("a.png"))
+    assert not first.locked and second.locked and "shares the caption a.txt with a.jpg" in ds.load_errors[0]
+    assert second.tags == ["x"]  # shown with its (shared) caption, but never edited or saved
+    ds.apply(AddTags(("y",)))
+    assert first.tags == ["y", "x"] and second.tags == ["x"] and ds.dirty_ids() == [first.id]

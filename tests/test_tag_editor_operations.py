@@ -1,7 +1,7 @@
 """Each batch edit on its own (pure functions) and through the dataset (only the filtered set, one undo step)."""
 
 import pytest
-from tag_editor_helpers import make_folder, tags_by_name
+from tag_editor_helpers import make_folder, rebuilt_index, tags_by_name
 
 from lib_lora_train.tag_editor.dataset import Dataset
 from lib_lora_train.tag_editor.operations import (
@@ -122,3 +122,34 @@ def test_sort_by_dataset_frequency(tmp_path):
     ds = Dataset.load(make_folder(tmp_path / "ds", {"a.png": "mychar, rare, common", "b.png": "common"}))
     ds.apply(SortTags("frequency", 1, ds.frequencies()))
     assert ds.entry(ds.find("a.png")).tags == ["mychar", "common", "rare"]
+
+
+def _every_operation(ds):
+    return [
+        AddTags(("mychar",)),
+        AddTags(("extra",), "end"),
+        RemoveTags(("x",)),
+        ReplaceTag("y", ("y1", "y2")),
+        MergeTags(("x", "z"), "xz"),
+        RegexReplace(r"^(\w)$", r"\1\1"),
+        RemoveDuplicates(),
+        SortTags("frequency", 1, ds.frequencies()),
+        SortTags("name"),
+        Truncate(2),
+    ]
+
+
+@pytest.mark.parametrize("index", range(10))
+def test_every_operation_undoes_and_redoes_exactly(tmp_path, index):
+    folder = make_folder(tmp_path / "ds", {"a.png": "z, x, y, x", "b.png": "y, w", "c.png": "q"})
+    ds = Dataset.load(folder)
+    operation = _every_operation(ds)[index]
+    before = tags_by_name(ds)
+    assert ds.apply(operation) > 0, operation.label
+    after = tags_by_name(ds)
+    assert after != before
+    assert ds.undo() == operation.label
+    assert tags_by_name(ds) == before and not ds.dirty
+    assert ds.redo() == operation.label
+    assert tags_by_name(ds) == after
+    assert ds.index == rebuilt_index(ds)

@@ -60,6 +60,22 @@ def test_opening_another_folder_with_unsaved_edits_is_refused(session, tmp_path)
     session.apply(AddTags(("x",)), "all")
     with pytest.raises(DatasetError, match="not saved"):
         session.open(str(tmp_path))
+    folder = session.dataset.root
+    session.open(str(folder), discard_unsaved=True)  # reload: the edit is gone, the files untouched
+    assert not session.dataset.dirty and "x" not in session.dataset.index
+    session.apply(AddTags(("x",)), "all")
     session.save()
     other = make_folder(tmp_path / "other", {"a.png": "y"})
     assert session.open(str(other)).startswith("1 images")
+
+
+def test_trashing_an_image_keeps_a_caption_that_another_image_shares(tmp_path):
+    folder = make_folder(tmp_path / "ds", {"a.jpg": "x", "a.png": None, "b.png": "y"})
+    s = EditorSession(tmp_path / "thumbs")
+    s.open(str(folder))
+    s.select_image(s.dataset.find("a.png"))
+    s.trash_current()
+    assert (folder / "a.txt").read_text(encoding="utf-8") == "x" and not (folder / "a.png").exists()
+    s.select_image(s.dataset.find("b.png"))
+    s.trash_current()
+    assert not (folder / "b.txt").exists() and (folder / ".trash" / "b.txt").exists()

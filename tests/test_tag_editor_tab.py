@@ -128,3 +128,43 @@ def test_api_auth_dependency_guards_the_routes(folder):
     app = FastAPI()
     mount_tag_editor_api(app, deny)
     assert TestClient(app).get("/train-tools/v1/tag-editor/tags").status_code == 401
+
+
+def test_image_fix_panels_find_and_fix(folder):
+    from PIL import Image
+
+    Image.new("RGBA", (40, 10), (0, 0, 0, 0)).save(folder / "c.png")  # transparent and 4:1
+    h.load(str(folder), True, ".txt")
+    gallery, note = tools.find_transparent("all images")
+    assert note == "1 transparent image(s)" and len(gallery) == 1
+    *_, status = tools.flatten_found()
+    assert "flattened 1 image(s)" in status
+    update, gallery, note = tools.find_wide("all images", 3.0)
+    assert update["choices"] == ["c.png (40x10, 4.0:1)"] and "1 image(s) beyond" in note
+    assert tools.pick_wide(None, 3.0)[-1] == ""  # refilled list, nothing picked: no warning
+    left, top, right, bottom, image, size = tools.pick_wide("c.png (40x10, 4.0:1)", 3.0)
+    assert (left, top, right, bottom) == (5, 0, 35, 10) and size == "40x10"
+    *_, status = tools.crop_current(left, top, right, bottom)
+    assert status.startswith("cropped c.png")
+    with Image.open(folder / "c.png") as cropped:
+        assert cropped.size == (30, 10)
+
+
+def test_synonym_and_duplicate_panels(folder):
+    from PIL import Image
+
+    (folder / "c.txt").write_text("blue_eyes", encoding="utf-8")
+    Image.new("RGB", (32, 32), (10, 200, 30)).save(folder / "c.png")
+    Image.new("RGB", (64, 64), (10, 200, 30)).save(folder / "d.png")
+    h.load(str(folder), True, ".txt")
+    update, target, note = tools.find_synonyms()
+    assert update["choices"] == ["1: blue eyes / blue_eyes"] and target == "blue eyes" and "same words" in note
+    assert tools.synonym_target("1: blue eyes / blue_eyes") == "blue eyes"
+    *_, status = tools.merge_group("all images", "1: blue eyes / blue_eyes", "blue eyes")
+    assert "1 caption(s) changed" in status and h.SESSION.dataset.frequencies()["blue eyes"] == 3
+    gallery, note = tools.find_duplicates("all images", "phash", 6)
+    # a.png and b.png are the same solid colour too
+    assert "2 group(s)" in note
+    assert [label for _, label in gallery] == ["group 1: a.png", "group 1: b.png", "group 2: c.png", "group 2: d.png"]
+    _, _, caption, *_ = tools.duplicate_clicked(select(3))
+    assert h.SESSION.current == h.SESSION.dataset.find("d.png") and caption == ""

@@ -37,6 +37,9 @@ class Entry:
     tags: list[str]
     saved_tags: TagTuple | None
     error: str | None = None
+    # (mtime_ns, size) of the caption file when it was read or last saved: a save refuses to overwrite a caption
+    # that another program changed since (None: there was no caption file)
+    disk_stamp: tuple[int, int] | None = None
 
     @property
     def image(self) -> Path:
@@ -116,24 +119,40 @@ class Dataset:
         dataset = cls(root, caption_extension=caption_extension, recursive=recursive)
         for directory, names in _walk(root, recursive, dataset.load_errors):
             name_set = set(names)
+            caption_owner: dict[str, str] = {}
             for name in names:
                 stem, ext = os.path.splitext(name)
                 if ext.lower() not in IMAGE_EXTENSIONS:
                     continue
                 caption_name = stem + caption_extension
+                # a.png and a.jpg would share a.txt: editing one would overwrite the other's caption
+                owner = caption_owner.setdefault(caption_name, name)
+                conflict = None
+                if owner != name:
+                    conflict = (
+                        f"{os.path.join(directory, name)}: shares the caption {caption_name} with {owner}; it is "
+                        "left untouched — rename one of the two images (and copy the caption) and reload"
+                    )
+                    dataset.load_errors.append(conflict)
                 dataset._add_loaded(
-                    os.path.join(directory, name), os.path.join(directory, caption_name), caption_name in name_set
+                    os.path.join(directory, name),
+                    os.path.join(directory, caption_name),
+                    caption_name in name_set,
+                    conflict,
                 )
         return dataset
 
-    def _add_loaded(self, image: str, caption_path: str, has_caption: bool) -> None:
+    def _add_loaded(self, image: str, caption_path: str, has_caption: bool, conflict: str | None = None) -> None:
         tags: list[str] = []
         saved: TagTuple | None = None
-        error = None
+        stamp = None
+        error = conflict
         if has_caption:
             try:
                 with open(caption_path, "rb") as handle:
                     raw = handle.read()
+                    info = os.fstat(handle.fileno())
+                    stamp = (info.st_mtime_ns, info.st_size)
                 tags = split_tags(raw.decode("utf-8"))
                 saved = tuple(tags)
             except UnicodeDecodeError as exc:
@@ -147,7 +166,7 @@ class Dataset:
                 self.load_errors.append(error)
         entry_id = self._next_id
         self._next_id += 1
-        self.entries[entry_id] = Entry(entry_id, image, caption_path, tags, saved, error)
+        self.entries[entry_id] = Entry(entry_id, image, caption_path, tags, saved, error, stamp)
         index = self.index
         for tag in set(tags):
             members = index.get(tag)
@@ -322,10 +341,11 @@ class Dataset:
                 del self.index[tag]
         return entry
 
-    def mark_saved(self, entry_id: int, tags: TagTuple) -> None:
-        """Record that ``tags`` are now on disk for this entry (called by the saver after each file)."""
+    def mark_saved(self, entry_id: int, tags: TagTuple, stamp: tuple[int, int] | None = None) -> None:
+        """Record that ``tags`` are now on disk for this entry, in a file with ``stamp`` (called by the saver)."""
         entry = self.entries[entry_id]
         entry.saved_tags = tags
+        entry.disk_stamp = stamp
         if entry.dirty:
             self._dirty.add(entry_id)
         else:

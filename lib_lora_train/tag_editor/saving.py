@@ -64,6 +64,7 @@ class _Pending:
     backup_temp: str | None = None
     backup_done: bool = False
     error: BaseException | None = None
+    stamp: tuple[int, int] | None = None  # (mtime_ns, size) of the new file
 
 
 # Renames wait on the file system's journal, not on the CPU: a few threads overlap those waits (3-4x faster for
@@ -104,12 +105,19 @@ def _commit_all(pending: list[_Pending]) -> None:
 
 
 def save_dataset(
-    dataset: Dataset, *, backup: bool = False, backup_suffix: str = ".bak", durability: Durability = "batch"
+    dataset: Dataset,
+    *,
+    backup: bool = False,
+    backup_suffix: str = ".bak",
+    durability: Durability = "batch",
+    overwrite_changed: bool = False,
 ) -> SaveReport:
     """Write the caption of every changed entry; see the module docstring for ``durability``.
 
     With ``backup`` the text a caption had on disk is kept beside it as ``<caption><backup_suffix>`` (replacing an
-    older backup). Entries that fail stay marked unsaved and are listed in the report; the others are saved.
+    older backup). A caption that another program changed (or created) since it was loaded is not overwritten
+    unless ``overwrite_changed``: it is reported and stays unsaved. Entries that fail stay marked unsaved and are
+    listed in the report; the others are saved.
     """
     if durability not in ("batch", "per_file", "none"):
         raise ValueError(f"durability must be 'batch', 'per_file' or 'none', got {durability!r}")
@@ -123,12 +131,17 @@ def save_dataset(
             tags = tuple(entry.tags)
             target = entry.caption_file
             try:
-                had_file = os.path.exists(target)
+                current = _stat(target)
+                if current[1] != entry.disk_stamp and not overwrite_changed:
+                    report.failures.append(_changed_on_disk(target))
+                    continue
                 atomic_write_text(target, join_tags(tags), backup=backup, backup_suffix=backup_suffix)
+                stamp = _stat(target)[1]
             except OSError as exc:
                 report.failures.append(_failure(target, exc))
                 continue
-            dataset.mark_saved(entry_id, tags)
+            had_file = current[1] is not None
+            dataset.mark_saved(entry_id, tags, stamp)
             report.written.append(target)
             if backup and had_file:
                 report.backups.append(target + backup_suffix)
@@ -137,7 +150,7 @@ def save_dataset(
     pending: list[_Pending] = []
     try:
         for entry_id in ids:
-            item = _stage(dataset, entry_id, backup, backup_suffix, report)
+            item = _stage(dataset, entry_id, backup, backup_suffix, overwrite_changed, report)
             if item is not None:
                 pending.append(item)
         if durability == "batch" and pending:
@@ -155,7 +168,7 @@ def save_dataset(
                     interrupt = interrupt or item.error
                 continue
             if item.temp is None:  # renamed
-                dataset.mark_saved(item.entry_id, item.tags)
+                dataset.mark_saved(item.entry_id, item.tags, item.stamp)
                 report.written.append(item.target)
                 folders.add(os.path.dirname(item.target))
         if interrupt is not None:
@@ -175,13 +188,19 @@ def save_dataset(
     return report
 
 
-def _stage(dataset: Dataset, entry_id: int, backup: bool, suffix: str, report: SaveReport) -> _Pending | None:
+def _stage(
+    dataset: Dataset, entry_id: int, backup: bool, suffix: str, overwrite_changed: bool, report: SaveReport
+) -> _Pending | None:
     """Write the new text (and the backup) of one entry to temporary files beside the caption."""
     entry = dataset.entries[entry_id]
     tags = tuple(entry.tags)
     target = entry.caption_file
     item = _Pending(entry_id, tags, target, _temp_name(target))
     try:
+        mode, current = _stat(target)
+        if current != entry.disk_stamp and not overwrite_changed:
+            report.failures.append(_changed_on_disk(target))
+            return None
         if backup:
             try:
                 with open(target, "rb") as handle:
@@ -191,8 +210,8 @@ def _stage(dataset: Dataset, entry_id: int, backup: bool, suffix: str, report: S
             if old is not None:  # no caption file yet: nothing to back up
                 item.backup_target = target + suffix
                 item.backup_temp = _temp_name(item.backup_target)
-                _write_new(item.backup_temp, old, _mode_of(target))
-        _write_new(item.temp, join_tags(tags).encode("utf-8"), _mode_of(target))
+                _write_new(item.backup_temp, old, mode)
+        item.stamp = _write_new(item.temp, join_tags(tags).encode("utf-8"), mode)
     except OSError as exc:
         for temp in (item.temp, item.backup_temp):
             if temp is not None:
@@ -211,22 +230,37 @@ def _temp_name(target: str) -> str:
     return os.path.join(folder, f".{name}.{os.getpid()}.tmp")
 
 
-def _mode_of(target: str) -> int:
-    """The permission bits of an existing caption, kept on its replacement; new files get the usual 0o644."""
+def _stat(target: str) -> tuple[int, tuple[int, int] | None]:
+    """(permission bits to give the new file, (mtime_ns, size) of the current one or None if there is none).
+
+    One stat serves both: the caption keeps the user's permissions, and the stamp tells whether the file changed
+    since it was loaded.
+    """
     try:
-        return os.stat(target).st_mode & 0o777
-    except OSError:
-        return 0o644
+        info = os.stat(target)
+    except FileNotFoundError:
+        return 0o644, None
+    return info.st_mode & 0o777, (info.st_mtime_ns, info.st_size)
 
 
-def _write_new(path: str, data: bytes, mode: int) -> None:
+def _write_new(path: str, data: bytes, mode: int) -> tuple[int, int]:
+    """Create ``path`` with ``data``; returns its (mtime_ns, size), which a rename keeps."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     try:
         view = memoryview(data)
         while view:
             view = view[os.write(fd, view) :]
+        info = os.fstat(fd)
     finally:
         os.close(fd)
+    return info.st_mtime_ns, info.st_size
+
+
+def _changed_on_disk(path: str) -> str:
+    return (
+        f"{path}: changed on disk since it was loaded (by another program?), so it was not overwritten; reload the "
+        "folder to see that version, or save with 'overwrite captions changed on disk' to keep yours"
+    )
 
 
 def _fsync_folder(folder: str) -> None:

@@ -50,12 +50,15 @@ class EditorSession:
 
     # --- opening and filtering --------------------------------------------------------------------------------
 
-    def open(self, folder: str, *, recursive: bool = True, caption_extension: str = ".txt") -> str:
-        """Load a folder (replacing the open one); returns a status line. Raises ``DatasetError``."""
-        if self.dataset is not None and self.dataset.dirty:
+    def open(
+        self, folder: str, *, recursive: bool = True, caption_extension: str = ".txt", discard_unsaved: bool = False
+    ) -> str:
+        """Load a folder (replacing the open one); returns a status line. Raises ``DatasetError``, also when the
+        open dataset has unsaved edits and ``discard_unsaved`` is not set."""
+        if self.dataset is not None and self.dataset.dirty and not discard_unsaved:
             raise DatasetError(
-                f"{len(self.dataset.dirty_ids())} caption(s) in {self.dataset.root} are not saved; save or undo "
-                "them before opening another folder"
+                f"{len(self.dataset.dirty_ids())} caption(s) in {self.dataset.root} are not saved; save them, or "
+                "tick 'Discard unsaved edits' and load again"
             )
         self.dataset = Dataset.load(folder.strip(), recursive=recursive, caption_extension=caption_extension.strip())
         self.filter = TagFilter()
@@ -171,8 +174,8 @@ class EditorSession:
         self.refresh()
         return f"redone: {label}" if label else "nothing to redo"
 
-    def save(self, *, backup: bool = False) -> SaveReport:
-        return save_dataset(self.require(), backup=backup)
+    def save(self, *, backup: bool = False, overwrite_changed: bool = False) -> SaveReport:
+        return save_dataset(self.require(), backup=backup, overwrite_changed=overwrite_changed)
 
     # --- the per-image editor ---------------------------------------------------------------------------------
 
@@ -220,7 +223,10 @@ class EditorSession:
         if self.current is None:
             raise DatasetError("no image is open in the editor; click one in the gallery")
         entry = dataset.entry(self.current)
-        files = [entry.image_file, entry.caption_file, entry.caption_file + ".bak"]
+        files = [entry.image_file]
+        shared = any(e.caption_file == entry.caption_file for e in dataset.entries.values() if e.id != entry.id)
+        if not shared:  # a caption that another image also uses (a.png / a.jpg) stays with that image
+            files += [entry.caption_file, entry.caption_file + ".bak"]
         trash = Path(trash_dir) if trash_dir else default_trash_dir(dataset.root)
         result = move_to_trash(files, dataset.root, trash)
         position = self.visible.index(self.current) if self.current in self.visible else 0

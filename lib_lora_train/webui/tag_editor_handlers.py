@@ -142,10 +142,12 @@ def editor():
 
 
 @guarded(VIEW_SIZE + EDITOR_SIZE)
-def load(folder: str, recursive: bool, extension: str):
+def load(folder: str, recursive: bool, extension: str, discard_unsaved: bool = False):
     if not folder or not folder.strip():
         raise DatasetError("type the path of a dataset folder first")
-    status = SESSION.open(folder, recursive=recursive, caption_extension=extension or ".txt")
+    status = SESSION.open(
+        folder, recursive=recursive, caption_extension=extension or ".txt", discard_unsaved=bool(discard_unsaved)
+    )
     _last_tags_json["text"] = None  # a new dataset: always send its tags
     return (*editor(), *view(status, 0, thumbnails=False))
 
@@ -251,8 +253,8 @@ def redo():
 
 
 @guarded(VIEW_SIZE)
-def save(backup: bool):
-    report = SESSION.save(backup=bool(backup))
+def save(backup: bool, overwrite_changed: bool = False):
+    report = SESSION.save(backup=bool(backup), overwrite_changed=bool(overwrite_changed))
     return view(("✔ " if report.ok else "⚠ ") + report.summary())
 
 

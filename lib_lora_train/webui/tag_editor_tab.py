@@ -30,10 +30,14 @@ def build_tag_editor_tab() -> gr.Blocks:
     with gr.Blocks(analytics_enabled=False) as tab:
         with gr.Row():
             folder = gr.Textbox(label="Dataset folder", placeholder="/path/to/dataset", scale=4, elem_id=f"{P}_folder")
-            recursive = gr.Checkbox(value=True, label="Include sub-folders")
+            with gr.Column(min_width=160):
+                recursive = gr.Checkbox(value=True, label="Include sub-folders")
+                discard = gr.Checkbox(value=False, label="Discard unsaved edits")
             extension = gr.Textbox(value=".txt", label="Caption extension", max_lines=1, scale=1)
             load_button = gr.Button("Load", variant="primary", elem_id=f"{P}_load")
-            backup = gr.Checkbox(value=True, label="Keep .bak of previous captions")
+            with gr.Column(min_width=200):
+                backup = gr.Checkbox(value=True, label="Keep .bak of previous captions")
+                overwrite = gr.Checkbox(value=False, label="Overwrite captions changed on disk")
             save_button = gr.Button("Save changed captions", variant="primary", elem_id=f"{P}_save")
         status = gr.Markdown(elem_id=f"{P}_status")
         tags_json = gr.Textbox(value=h.initial_tags_json, visible=False, elem_id=f"{P}_tags_json")
@@ -177,8 +181,10 @@ def build_tag_editor_tab() -> gr.Blocks:
         filter_inputs = [include, include_mode, exclude, exclude_mode, search, regex, without_caption]
 
         # counts and tags first, then the first page's thumbnails (made now, cached for next time)
-        load_button.click(h.load, [folder, recursive, extension], full).then(h.go_to_page, [page], view_outputs)
-        save_button.click(h.save, [backup], view_outputs)
+        load_button.click(h.load, [folder, recursive, extension, discard], full).then(
+            h.go_to_page, [page], view_outputs
+        )
+        save_button.click(h.save, [backup, overwrite], view_outputs)
         filter_button.click(h.apply_filter, filter_inputs, view_outputs)
         for box in (include, exclude, search):
             box.submit(h.apply_filter, filter_inputs, view_outputs)

@@ -150,6 +150,8 @@ def find_wide(scope: str, limit: float):
 
 @guarded(6)
 def pick_wide(choice: str, limit: float):
+    if not choice:  # the list was just refilled: nothing picked yet
+        return (*([gr.update()] * 5), "")
     names = [SESSION.require().relative(i) for i in _found["wide"]]
     name = (choice or "").rsplit(" (", 1)[0]
     if name not in names:
