@@ -88,6 +88,12 @@ def test_caption_extension_is_configurable(tmp_path):
     assert scan_dataset(tmp_path, caption_extension="caption").items[0].caption == "from caption"
 
 
+def test_upper_case_caption_extension_is_found(tmp_path):
+    write_caption(write_png(tmp_path / "IMG_1.png"), "shouting", ".TXT")
+    item = scan_dataset(tmp_path).items[0]
+    assert item.has_caption and item.caption == "shouting"
+
+
 def test_image_without_caption_is_kept_with_empty_caption_and_reported(tmp_path):
     write_png(tmp_path / "lonely.png")
     scan = scan_dataset(tmp_path)
@@ -221,3 +227,53 @@ def test_missing_folder_is_a_clear_error(tmp_path):
 def _single(folder, writer, name):
     writer(folder / name)
     return folder
+
+
+def test_scanning_reads_headers_only(tmp_path, monkeypatch):
+    from PIL import ImageFile
+
+    write_png(tmp_path / "a.png")
+    write_exif_rotated_jpeg(tmp_path / "b.jpg")
+    write_16bit_png(tmp_path / "c.png")
+    write_animated_gif(tmp_path / "d.gif")
+    Image.new("RGB", (30, 20)).save(tmp_path / "e.webp")
+    decoded = []
+    original_load = ImageFile.ImageFile.load
+
+    def counting_load(self):
+        decoded.append(self.format)
+        return original_load(self)
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", counting_load)
+    scan = scan_dataset(tmp_path)
+    assert len(scan.items) == 5 and decoded == []
+    assert _by_name(scan)["e.webp"].size == (30, 20)
+
+
+def test_huge_images_are_refused_by_name_not_by_a_crash(tmp_path, monkeypatch):
+    write_caption(write_png(tmp_path / "huge.png", 64, 48), "x")
+    # Pillow refuses images over twice MAX_IMAGE_PIXELS with DecompressionBombError (not an OSError)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)
+    scan = scan_dataset(tmp_path)
+    assert scan.items == [] and "too large" in _problems(scan)["huge.png"].message
+    from lib_lora_train.images import load_rgb
+
+    with pytest.raises(ImageLoadError, match="too large"):
+        load_rgb(tmp_path / "huge.png")
+
+
+def test_an_item_that_fails_at_decode_can_be_skipped_and_leaves_the_counts(tmp_path):
+    (tmp_path / "4_x").mkdir()
+    write_caption(write_png(tmp_path / "4_x" / "good.png"), "x, fine")
+    write_caption(write_truncated_jpeg(tmp_path / "4_x" / "cut.jpg"), "x, cut")
+    scan = scan_dataset(tmp_path)
+    assert scan.num_repeated == 8
+    for item in list(scan.items):
+        try:
+            load_training_image(item)
+        except ImageLoadError as exc:
+            scan.skip(item, exc.reason)
+    assert [i.image_path.name for i in scan.items] == ["good.png"]
+    assert scan.num_repeated == 4 and scan.tag_frequency == {"4_x": {"fine": 1, "x": 1}}
+    assert scan.dataset_dirs == {"4_x": {"n_repeats": 4, "img_count": 1}}
+    assert [p.path.endswith("cut.jpg") and p.skipped for p in scan.problems] == [True]

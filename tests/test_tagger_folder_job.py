@@ -212,3 +212,15 @@ def test_frequency_summary(model, tmp_path):
     report = summary.report(top=3)
     assert "Tag frequencies (top 3 of" in report and "5 captions written" in report
     assert summary.images_per_second > 0 and np.isfinite(summary.images_per_second)
+
+
+def test_images_sharing_a_caption_name_are_not_mixed_up(model, tmp_path):
+    make_images(tmp_path / "data", 1)
+    Image.new("RGB", (24, 24), (255, 0, 0)).save(tmp_path / "data" / "img00.jpg")
+    summary = run(model, tmp_path / "data", existing="overwrite")
+    assert summary.written == 1 and len(summary.errors) == 1 and "[name].[extension].txt" in summary.errors[0]
+    # the first in file order (img00.jpg, red) owns img00.txt; img00.png is reported, not mixed in
+    assert "img00.png" in summary.errors[0]
+    assert "red background" in (tmp_path / "data" / "img00.txt").read_text(encoding="utf-8")
+    separate = run(model, tmp_path / "data", pattern="[name].[extension].txt")
+    assert separate.written == 2 and separate.errors == []

@@ -21,7 +21,7 @@ def api(tmp_path):
     runner = JobRunner(make_host=FakeHost, store_factory=lambda: store, train_fn=fake_train(gate))
     app = FastAPI()
     part = PartFingerprint("w", "s", "f", "p", 3)
-    mount_train_api(app, jobs=runner, store_factory=lambda: store, fingerprint_fn=lambda: {"unet": part})
+    mount_train_api(app, jobs=runner, store_factory=lambda: store, fingerprint_fn=lambda live=False: {"unet": part})
     client = TestClient(app)
     client.gate, client.runner, client.dataset = gate, runner, make_dataset(tmp_path / "data")
     yield client

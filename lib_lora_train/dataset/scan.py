@@ -90,6 +90,17 @@ class DatasetScan:
     def skipped(self) -> list[DatasetProblem]:
         return [p for p in self.problems if p.skipped]
 
+    def skip(self, item: DatasetItem, reason: str) -> DatasetProblem:
+        """Take ``item`` out of training because it failed later (a truncated file found while caching latents).
+
+        The item leaves ``items`` (so repeats, tag frequency and dataset dirs no longer count it) and a skipped
+        problem with ``reason`` is recorded and returned. Build buckets and the batch sampler after the last skip.
+        """
+        self.items = [other for other in self.items if other.image_path != item.image_path]
+        problem = DatasetProblem(str(item.image_path), reason, skipped=True)
+        self.problems.append(problem)
+        return problem
+
 
 def split_tags(caption: str) -> list[str]:
     """Comma-separated tags, stripped, empty ones dropped."""
@@ -154,6 +165,8 @@ def read_caption(image_path: Path, caption_extension: str) -> tuple[str, bool, s
     Lines are joined with ", " so that a caption spread over several lines reads as one tag list.
     """
     caption_path = image_path.with_suffix(caption_extension)
+    if not caption_path.is_file() and image_path.with_suffix(caption_extension.upper()).is_file():
+        caption_path = image_path.with_suffix(caption_extension.upper())  # "A.TXT" from a Windows or camera export
     if not caption_path.is_file():
         return "", False, f"no caption file {caption_path.name}; it will train with an empty caption"
     try:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -164,11 +165,17 @@ class DiffusersHost(TrainingHost):
             unet.enable_gradient_checkpointing()
             for te in encoders:
                 te.gradient_checkpointing_enable()
+                # transformers 4.30 checkpoints CLIP layers re-entrantly: without an input that requires grad the
+                # adapters inside get no gradient at all, so make the embeddings' output require grad
+                te.enable_input_require_grads()
 
         def undo() -> None:
             if enabled and not before_unet:
                 unet.disable_gradient_checkpointing()
-            for te, was in zip(encoders, before_te, strict=False):
+            for te, was in zip(encoders, before_te, strict=True):
+                if enabled:
+                    te.disable_input_require_grads()
+                    te.__dict__.pop("_require_grads_hook", None)
                 if enabled and not was:
                     te.gradient_checkpointing_disable()
 
@@ -252,7 +259,17 @@ def load_pipeline(path: str | Path, *, dtype=None):
         extra = {"original_config_file": str(yaml)} if yaml.exists() else {}
         if sdxl:
             kwargs = {k: v for k, v in kwargs.items() if k == "torch_dtype"}
-        pipe = cls.from_single_file(str(source), local_files_only=True, **extra, **kwargs)
+        # diffusers builds the text encoder(s) from the Hugging Face configs of the original models
+        # (openai/clip-vit-large-patch14 for SD1): they come from the HF cache, or the hub when online
+        offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
+        try:
+            pipe = cls.from_single_file(str(source), local_files_only=offline, **extra, **kwargs)
+        except ValueError as exc:
+            raise RuntimeError(
+                f"{source}: diffusers could not build the pipeline from this checkpoint ({exc}); it needs the "
+                "Hugging Face configs of the original text encoders in HF_HOME (or network access), "
+                "or convert the checkpoint to a diffusers folder and pass that"
+            ) from exc
     else:
         raise FileNotFoundError(
             f"{source}: no such model folder or checkpoint file; pass --base a diffusers folder or .safetensors"

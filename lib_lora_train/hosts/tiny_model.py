@@ -130,3 +130,29 @@ if __name__ == "__main__":  # python -m lib_lora_train.hosts.tiny_model OUT_DIR
     import sys
 
     print(save_tiny_model(sys.argv[1] if len(sys.argv) > 1 else "outputs/tiny-sd1"))
+
+
+def write_tiny_dataset(folder: str | Path, count: int = 4, size: int = 64, seed: int = 0) -> Path:
+    """A dataset folder ``<folder>/2_demo`` of ``count`` generated images (coloured squares) with tag captions."""
+    import io
+    import random
+
+    from PIL import Image, ImageDraw
+
+    from lib_lora_train.fileio import atomic_write_bytes, atomic_write_text
+
+    rng = random.Random(seed)
+    target = Path(folder) / "2_demo"
+    target.mkdir(parents=True, exist_ok=True)
+    colours = ["red", "green", "blue", "yellow", "purple", "orange"]
+    for i in range(count):
+        colour = colours[i % len(colours)]
+        image = Image.new("RGB", (size, size), "white")
+        draw = ImageDraw.Draw(image)
+        x, y = rng.randint(0, size // 2), rng.randint(0, size // 2)
+        draw.rectangle([x, y, x + size // 3, y + size // 3], fill=colour)
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG")
+        atomic_write_bytes(target / f"img{i:03d}.png", buffer.getvalue())
+        atomic_write_text(target / f"img{i:03d}.txt", f"demo, {colour} square, white background")
+    return Path(folder)

@@ -17,14 +17,18 @@ from pathlib import Path
 from typing import Any
 
 from lib_lora_train.fileio import atomic_write_text
-from lib_lora_train.images import is_image_file, iter_image_files
 from lib_lora_train.settings import TrainSettings
 from lib_lora_train.store.names import StoreError, validate_name
+from lib_lora_train.store.snapshot import (
+    CAPTION_EXTENSIONS,
+    copy_snapshot,
+    count_images,
+    plan_snapshot,
+    snapshot_is_current,
+)
 from lib_lora_train.store.trash import move_to_trash
 
 CHECKPOINT_SUFFIX = ".safetensors"
-# the text files that travel with an image into a snapshot: captions in either convention
-CAPTION_EXTENSIONS = (".txt", ".caption")
 _EPOCH_SUFFIX = re.compile(r"^(?P<name>.+)-(?P<epoch>\d{6})$")
 
 
@@ -96,14 +100,18 @@ class VersionPaths:
 
     def list_checkpoints(self) -> list[tuple[int | None, Path]]:
         """(epoch, file) for every ``.safetensors`` in ``checkpoints/``: epochs ascending, the final file(s) last."""
-        if not self.checkpoints.is_dir():
-            return []
         found: list[tuple[int | None, Path]] = []
-        for path in self.checkpoints.iterdir():
-            if not path.is_file() or path.suffix != CHECKPOINT_SUFFIX or path.name.startswith("."):
+        try:
+            # scandir: the store listing calls this for every version, and its entries know their type without stat
+            entries = list(os.scandir(self.checkpoints))
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        for entry in entries:
+            name = entry.name
+            if name.startswith(".") or not name.endswith(CHECKPOINT_SUFFIX) or not entry.is_file():
                 continue  # hidden files include the temporary files of a save in progress
-            match = _EPOCH_SUFFIX.match(path.stem)
-            found.append((int(match.group("epoch")) if match else None, path))
+            match = _EPOCH_SUFFIX.match(name[: -len(CHECKPOINT_SUFFIX)])
+            found.append((int(match.group("epoch")) if match else None, self.checkpoints / name))
         return sorted(found, key=lambda entry: (entry[0] is None, entry[0] or 0, entry[1].name))
 
     # --- settings and metadata ----------------------------------------------------------------------------------
@@ -149,9 +157,9 @@ class VersionPaths:
         """Copy the images and captions under ``src_folder`` into ``dataset/``, keeping ``N_name`` folders.
 
         Images directly in ``src_folder`` go to ``dataset/<src_folder name>/`` so that a folder named ``10_name``
-        keeps its repeats and the scan's folder names stay the same. A previous snapshot is moved to the trash.
-        The copy is built beside ``dataset/`` and renamed into place, so a failure leaves the old one untouched.
-        Returns the dataset folder.
+        keeps its repeats and the scan's folder names stay the same. A previous, different snapshot is moved to the
+        trash; an identical one is kept as it is. The copy is built beside ``dataset/`` and renamed into place, so a
+        failure leaves the old one untouched. Returns the dataset folder.
         """
         src = Path(src_folder)
         if not src.is_dir():
@@ -161,12 +169,16 @@ class VersionPaths:
             return self.dataset  # training from the snapshot itself
         if dataset_real in src_real.parents or src_real in dataset_real.parents:
             raise StoreError(f"{src}: the dataset folder and the version folder {self.path} contain each other")
+        plan = plan_snapshot(src, caption_extensions)
+        copied = count_images(plan)
+        if copied == 0:
+            raise StoreError(f"{src}: no images found; put .png/.jpg/.webp images (and captions) in it")
+        if snapshot_is_current(plan, self.dataset):
+            return self.dataset  # retraining on an unchanged folder: no copy, nothing to trash
         self.path.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=".dataset-", dir=self.path))
         try:
-            copied = _copy_dataset(src, staging, caption_extensions)
-            if copied == 0:
-                raise StoreError(f"{src}: no images found; put .png/.jpg/.webp images (and captions) in it")
+            copy_snapshot(plan, staging)
             if self.dataset.exists():
                 if any(self.dataset.iterdir()):
                     move_to_trash(self.root, self.dataset, self.project, f"{self.version}-dataset")
@@ -178,21 +190,3 @@ class VersionPaths:
             raise
         self.update_info(dataset_source=str(src_real), dataset_images=copied, dataset_snapshot_at=now_iso())
         return self.dataset
-
-
-def _copy_dataset(src: Path, dst: Path, caption_extensions: tuple[str, ...]) -> int:
-    """Copy images and their same-stem caption files; returns the number of images copied."""
-    count = 0
-    for image in iter_image_files(src, recursive=True):
-        relative = image.relative_to(src)
-        target = dst / (src.name if len(relative.parts) == 1 else "") / relative
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(image, target)
-        count += 1
-        for extension in caption_extensions:
-            caption = image.with_suffix(extension)
-            if caption.is_file() and not is_image_file(caption):
-                caption_target = target.with_suffix(extension)
-                if not caption_target.exists():
-                    shutil.copy2(caption, caption_target)
-    return count

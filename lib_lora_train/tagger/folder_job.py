@@ -113,11 +113,12 @@ def run_folder_job(
     images = list(iter_image_files(root, recursive=request.recursive))
     summary.total = len(images)
     targets = {image: caption_path(image, root, request.output_dir, request.pattern) for image in images}
-    todo = images
+    todo = _without_shared_captions(images, targets, summary)
     if request.existing == "skip":
         # decided before decoding: skipping a tagged folder costs no inference at all
-        todo = [image for image in images if not has_caption(read_caption(targets[image]))]
-        summary.skipped_existing = len(images) - len(todo)
+        kept = [image for image in todo if not has_caption(read_caption(targets[image]))]
+        summary.skipped_existing = len(todo) - len(kept)
+        todo = kept
     done = 0
     if progress:
         progress(0, len(todo), f"tagging {len(todo)} images")
@@ -134,6 +135,22 @@ def run_folder_job(
                 break
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+def _without_shared_captions(images: list[Path], targets: dict[Path, Path], summary: FolderSummary) -> list[Path]:
+    """Keep the first image per caption file; ``a.png`` and ``a.jpg`` would otherwise overwrite each other."""
+    owner: dict[Path, Path] = {}
+    todo = []
+    for image in images:
+        first = owner.setdefault(targets[image], image)
+        if first is image:
+            todo.append(image)
+        else:
+            summary.errors.append(
+                f"{image}: shares the caption file {targets[image].name} with {first.name}, so it was skipped; "
+                "rename one of them or use the file name pattern [name].[extension].txt"
+            )
+    return todo
 
 
 def _handle(prediction, target: Path, tags: TagTable, request: FolderJobRequest, summary: FolderSummary) -> None:

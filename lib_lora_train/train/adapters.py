@@ -113,10 +113,10 @@ def inject_into_target(
     conv_rank: int,
     conv_alpha: float,
 ) -> InjectedTarget:
-    """Inject adapters at exactly ``paths`` under ``target.module``; 3x3 convs get (conv_rank, conv_alpha).
+    r"""Inject adapters at exactly ``paths`` under ``target.module``; 3x3 convs get (conv_rank, conv_alpha).
 
-    Two injections rather than peft's ``rank_pattern``: peft 0.13's LoRA matches pattern keys as ``.*\\.<key>$``,
-    which never matches a full path from the root, so per-module ranks given as full paths would be ignored.
+    Two injections, one per (rank, alpha), rather than ``rank_pattern``: the result does not depend on how each
+    peft tuner matches pattern keys (LoRA tries ``.*\.<key>$`` and then the exact path; LoHa/LoKr ``(.*\.)?<key>$``).
     """
     from peft import inject_adapter_in_model
 

@@ -39,9 +39,9 @@ class BatchFeed:
         self.cache = cache
         s = settings
         if s.enable_buckets:
-            buckets = make_buckets(
-                s.resolution, step=s.bucket_step, min_side=s.min_bucket_side, max_side=s.max_bucket_side
-            )
+            # a small training resolution (64-192 px tests and previews) would have no bucket above the default 256
+            min_side = min(s.min_bucket_side, s.resolution)
+            buckets = make_buckets(s.resolution, step=s.bucket_step, min_side=min_side, max_side=s.max_bucket_side)
         else:
             buckets = [(s.resolution, s.resolution)]
         self.buckets = [

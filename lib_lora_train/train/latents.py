@@ -90,8 +90,8 @@ class LatentCache:
                 latent = handle.get_tensor("latent")
             geo = json.loads(meta["geometry"])
             return latent, ImageGeometry(*(tuple(v) for v in geo))
-        except (OSError, KeyError, ValueError, json.JSONDecodeError):
-            return None  # a damaged cache file is simply re-encoded
+        except Exception:  # SafetensorError, OSError, KeyError, JSON errors: a damaged entry is simply re-encoded
+            return None
 
     def _write(self, key: LatentKey, latent: torch.Tensor, geometry: ImageGeometry) -> None:
         from safetensors.torch import save

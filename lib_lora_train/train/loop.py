@@ -106,9 +106,12 @@ def run_loop(
     start_step: int,
     *,
     on_epoch_end: Callable[[int, int], None],
-    on_losses: Callable[[list[tuple[int, float, float]]], None] = lambda rows: None,
+    on_losses: Callable[[list[tuple[int, int, float, float, float]]], None] = lambda rows: None,
 ) -> LoopOutcome:
-    """Train from ``start_step`` to ``ctx.total_steps``; ``on_epoch_end(epoch, step)`` after each (1-based) epoch."""
+    """Train from ``start_step`` to ``ctx.total_steps``; ``on_epoch_end(epoch, step)`` after each (1-based) epoch.
+
+    ``on_losses`` receives rows ``(step, epoch, loss, loss_avg, lr)`` whenever losses are read back.
+    """
     meter = ProgressMeter(ctx.total_steps, start_step)
     pending: list[tuple[int, torch.Tensor, float]] = []
     last_loss = None
@@ -116,7 +119,7 @@ def run_loop(
     step = start_step
     while step < ctx.total_steps:
         if ctx.host.should_stop():
-            _flush(pending, meter, on_losses)
+            _flush(pending, meter, on_losses, steps_per_epoch)
             return LoopOutcome("stopped", step, last_loss)
         lr = ctx.scheduler.get_last_lr()[0]
         # per-step seeds also for anything inside the model that draws from the global generator (dropout)
@@ -126,7 +129,8 @@ def run_loop(
         meter.tick(step)
         pending.append((step, loss, lr))
         if len(pending) >= ctx.loss_read_every or step == ctx.total_steps:
-            last_loss = _flush(pending, meter, on_losses) or last_loss
+            newest = _flush(pending, meter, on_losses, steps_per_epoch)
+            last_loss = newest if newest is not None else last_loss
         epoch = (step - 1) // steps_per_epoch + 1
         ctx.host.report(
             ProgressEvent(
@@ -143,19 +147,20 @@ def run_loop(
             )
         )
         if step % steps_per_epoch == 0 or step == ctx.total_steps:
-            _flush(pending, meter, on_losses)
+            _flush(pending, meter, on_losses, steps_per_epoch)
             on_epoch_end(epoch, step)
     return LoopOutcome("done", step, last_loss)
 
 
-def _flush(pending, meter: ProgressMeter, on_losses) -> float | None:
+def _flush(pending, meter: ProgressMeter, on_losses, steps_per_epoch: int) -> float | None:
     """Read the pending losses back in one transfer; returns the newest."""
     if not pending:
         return None
     values = torch.stack([loss for _, loss, _ in pending]).float().cpu().tolist()
-    rows = [(step, value, lr) for (step, _, lr), value in zip(pending, values, strict=False)]
-    for _, value, _ in rows:
+    rows = []
+    for (step, _, lr), value in zip(pending, values, strict=True):
         meter.add_loss(value)
+        rows.append((step, (step - 1) // steps_per_epoch + 1, value, meter.loss_avg, lr))
     on_losses(rows)
     pending.clear()
     return values[-1]

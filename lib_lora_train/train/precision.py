@@ -66,3 +66,22 @@ def make_scaler(precision: Precision, device: torch.device):
         return torch.amp.GradScaler(device.type, enabled=enabled)
     except (AttributeError, TypeError):  # older torch: only the CUDA scaler exists
         return torch.cuda.amp.GradScaler(enabled=enabled)
+
+
+@contextlib.contextmanager
+def fast_kernels(device: torch.device):
+    """TF32 matmuls/convolutions and cuDNN autotuning on CUDA for the run, then the host's own flags again.
+
+    TF32 keeps fp32's range with a 10-bit mantissa: plenty for LoRA training, and several times faster on Ampere+.
+    """
+    if device.type != "cuda":
+        yield
+        return
+    saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32, torch.backends.cudnn.benchmark)
+    torch.backends.cuda.matmul.allow_tf32 = True
+    torch.backends.cudnn.allow_tf32 = True
+    torch.backends.cudnn.benchmark = True
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32, torch.backends.cudnn.benchmark = saved

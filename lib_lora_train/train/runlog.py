@@ -1,9 +1,8 @@
-"""The run's text log (logs/run.log) and its loss history (logs/loss.csv)."""
+"""The run's text log (logs/run.log); the loss history goes through lib_lora_train.store.logs.LossLog."""
 
 from __future__ import annotations
 
 import contextlib
-import csv
 import logging
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,19 +25,3 @@ def run_log(path: Path) -> Iterator[None]:
         logger.removeHandler(handler)
         logger.setLevel(previous)
         handler.close()
-
-
-class LossCsv:
-    """Appends ``step,loss,lr`` rows; each flush is a whole line, so a killed run leaves a readable file."""
-
-    def __init__(self, path: Path):
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        if not self.path.exists():
-            self.path.write_text("step,loss,lr\n", encoding="utf-8")
-
-    def append(self, rows: list[tuple[int, float, float]]) -> None:
-        with open(self.path, "a", newline="", encoding="utf-8") as handle:
-            writer = csv.writer(handle)
-            for step, loss, lr in rows:
-                writer.writerow([step, f"{loss:.6g}", f"{lr:.6g}"])

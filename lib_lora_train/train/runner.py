@@ -16,13 +16,15 @@ from pathlib import Path
 import torch
 
 from lib_lora_train.host import TrainingHost
+from lib_lora_train.store.logs import LossLog
 from lib_lora_train.train.adapters import inject_adapters
 from lib_lora_train.train.events import ProgressEvent
 from lib_lora_train.train.latents import LatentCache
 from lib_lora_train.train.loop import LoopContext, run_loop
+from lib_lora_train.train.noise import derived_seed
 from lib_lora_train.train.optimizers import build_optimizer
-from lib_lora_train.train.precision import make_scaler, resolve_precision
-from lib_lora_train.train.runlog import LossCsv, run_log
+from lib_lora_train.train.precision import fast_kernels, make_scaler, resolve_precision
+from lib_lora_train.train.runlog import run_log
 from lib_lora_train.train.saving import render_and_save_samples, sample_requests, save_checkpoint
 from lib_lora_train.train.schedulers import build_scheduler
 from lib_lora_train.train.state import load_training_state, save_training_state
@@ -87,7 +89,8 @@ def _train(host, settings, version, dataset_dir, resume, result: TrainResult) ->
     undo: list = []
     handle = None
     try:
-        with torch.random.fork_rng(devices=[parts.device] if parts.device.type == "cuda" else []):
+        devices = [parts.device] if parts.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices), fast_kernels(parts.device):
             for module, _ in snapshots:
                 module.requires_grad_(False)
             if settings.clip_skip and settings.clip_skip != parts.clip_skip:
@@ -100,6 +103,8 @@ def _train(host, settings, version, dataset_dir, resume, result: TrainResult) ->
             if settings.cache_latents != "none":
                 host.report(ProgressEvent("log", message=f"caching latents of {len(feed.items)} images"))
                 feed.precache()
+            # peft draws the initial lora_down weights from the global generator: seed it for reproducible runs
+            torch.manual_seed(derived_seed(settings.seed, "init"))
             handle = inject_adapters(parts, settings, train_unet=train_unet, train_te=train_te)
             undo.append(host.set_gradient_checkpointing(settings.gradient_checkpointing))
             for module, _ in snapshots:
@@ -137,7 +142,6 @@ def _train(host, settings, version, dataset_dir, resume, result: TrainResult) ->
             )
             started_at = time.time()
             output_name = settings.output_name or version.output_name
-            loss_log = LossCsv(Path(version.logs) / "loss.csv")
             host.report(
                 ProgressEvent(
                     "start",
@@ -163,6 +167,8 @@ def _train(host, settings, version, dataset_dir, resume, result: TrainResult) ->
                     num_epochs=total_epochs,
                     steps=step,
                     started_at=started_at,
+                    max_train_steps=total_steps,
+                    num_batches_per_epoch=feed.batches_per_epoch,
                 )
                 result.checkpoints.append(Path(path))
                 host.report(ProgressEvent("checkpoint", step, total_steps, shown, total_epochs, path=str(path)))
@@ -190,7 +196,10 @@ def _train(host, settings, version, dataset_dir, resume, result: TrainResult) ->
                 if settings.sample_every and settings.sample_prompts and (epoch % settings.sample_every == 0 or last):
                     _samples(host, snapshots, settings, version, epoch, step, total_steps)
 
-            outcome = run_loop(ctx, start, on_epoch_end=on_epoch_end, on_losses=loss_log.append)
+            with LossLog(version.loss_log) as loss_log:
+                outcome = run_loop(
+                    ctx, start, on_epoch_end=on_epoch_end, on_losses=lambda rows: [loss_log.append(*r) for r in rows]
+                )
             result.steps, result.final_loss = outcome.steps, outcome.last_loss
             if outcome.status == "stopped":
                 if settings.save_state:

@@ -37,6 +37,8 @@ def save_checkpoint(
     num_epochs: int,
     steps: int,
     started_at: float,
+    max_train_steps: int | None = None,
+    num_batches_per_epoch: int | None = None,
 ) -> Path:
     """One LoRA file (atomic: temp + rename inside save_lora_file) with the ss_* / modelspec metadata."""
     from lib_lora_train.lora_format.file import save_lora_file
@@ -56,6 +58,10 @@ def save_checkpoint(
         model_hash=parts.model_hash,
         clip_skip=settings.clip_skip or parts.clip_skip,
         training_started_at=started_at,
+        prediction=parts.prediction,
+        max_train_steps=max_train_steps,
+        num_batches_per_epoch=num_batches_per_epoch,
+        te_trained=any(t.group == "te" for t in handle.targets),
     )
     save_lora_file(path, lora_tensors(handle, settings), metadata, precision=settings.save_precision)
     return path

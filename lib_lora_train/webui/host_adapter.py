@@ -98,8 +98,15 @@ class WebUIHost(TrainingHost):
     def encode_images(self, pixels: torch.Tensor) -> torch.Tensor:
         model = self.sd_model
         first = next(model.first_stage_model.parameters())
-        with torch.no_grad():
-            latents = model.get_first_stage_encoding(model.encode_first_stage(pixels.to(first.device, first.dtype)))
+        pixels = pixels.to(first.device, first.dtype)
+        # A cached latent must not depend on when it was computed (e.g. on the seed of the last txt2img): ldm gives
+        # the posterior, whose mean we take; sgm samples inside encode, so it runs on a fixed private seed.
+        with torch.no_grad(), torch.random.fork_rng(devices=[first.device] if first.device.type == "cuda" else []):
+            torch.manual_seed(0)
+            encoded = model.encode_first_stage(pixels)
+            if not isinstance(encoded, torch.Tensor):  # a tensor has .mode() too, the statistical one
+                encoded = encoded.mode()
+            latents = model.get_first_stage_encoding(encoded)  # the WebUI's latent scale (identity for sgm)
         return latents.float()
 
     def encode_text(self, captions: Sequence[str], geometry: Sequence[ImageGeometry]) -> Conditioning:

@@ -38,10 +38,39 @@ def _tensor_bytes(tensor: torch.Tensor) -> bytes:
     return flat.view(torch.uint8).numpy().tobytes() if flat.numel() else b""
 
 
-def fingerprint_module(module: torch.nn.Module) -> PartFingerprint:
-    """Hash one module tree (weights read on the CPU; a full SDXL takes a few seconds)."""
+def merged_lora_originals(module: torch.nn.Module) -> dict[int, torch.Tensor]:
+    """{id(parameter): original tensor} for the layers into which the WebUI's built-in Lora extension has merged a
+    LoRA (v1.10.x keeps the originals in ``network_weights_backup`` / ``network_bias_backup``)."""
+    originals: dict[int, torch.Tensor] = {}
+    for layer in module.modules():
+        weights, bias = getattr(layer, "network_weights_backup", None), getattr(layer, "network_bias_backup", None)
+        if getattr(layer, "network_current_names", ()) == () or (weights is None and bias is None):
+            continue  # nothing merged: the live weights are the originals
+        if isinstance(layer, torch.nn.MultiheadAttention):
+            if weights is not None:
+                originals[id(layer.in_proj_weight)], originals[id(layer.out_proj.weight)] = weights
+            if bias is not None:
+                originals[id(layer.out_proj.bias)] = bias
+            continue
+        if weights is not None:
+            originals[id(layer.weight)] = weights
+        if bias is not None and getattr(layer, "bias", None) is not None:
+            originals[id(layer.bias)] = bias
+    return originals
+
+
+def fingerprint_module(module: torch.nn.Module, *, live: bool = False) -> PartFingerprint:
+    """Hash one module tree (weights read on the CPU; a full SDXL takes a few seconds).
+
+    By default a LoRA that the WebUI merged into the weights is hashed as the original weights it keeps as backup, so
+    the value describes the model itself, not which LoRA the last generation used; ``live=True`` hashes the weights
+    as they are in memory.
+    """
     tensors = list(module.named_parameters(remove_duplicate=False)) + list(module.named_buffers(remove_duplicate=False))
-    weights = _sha(x for name, t in tensors for x in (name.encode(), str(t.dtype).encode(), _tensor_bytes(t)))
+    originals = {} if live else merged_lora_originals(module)
+    weights = _sha(
+        x for name, t in tensors for x in (name.encode(), str(t.dtype).encode(), _tensor_bytes(originals.get(id(t), t)))
+    )
     structure = _sha(
         (name, type(m).__qualname__, id(m), id(m.__dict__.get("forward"))) for name, m in module.named_modules()
     )
@@ -53,9 +82,9 @@ def fingerprint_module(module: torch.nn.Module) -> PartFingerprint:
     return PartFingerprint(weights, structure, flags, placement, len(tensors))
 
 
-def fingerprint(parts: Mapping[str, torch.nn.Module]) -> dict[str, PartFingerprint]:
-    """Fingerprint each named part (``unet``, ``text_encoder``, ``vae``…)."""
-    return {name: fingerprint_module(module) for name, module in parts.items()}
+def fingerprint(parts: Mapping[str, torch.nn.Module], *, live: bool = False) -> dict[str, PartFingerprint]:
+    """Fingerprint each named part (``unet``, ``text_encoder``, ``vae``…); see ``fingerprint_module``."""
+    return {name: fingerprint_module(module, live=live) for name, module in parts.items()}
 
 
 def differences(before: Mapping[str, PartFingerprint], after: Mapping[str, PartFingerprint]) -> list[str]:

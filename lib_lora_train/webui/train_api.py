@@ -170,12 +170,14 @@ def build_router(*, jobs: JobRunner, store_factory: Callable[[], Any], fingerpri
     if fingerprint_fn is not None:
 
         @router.get("/host-fingerprint", response_model=FingerprintModel, dependencies=deps)
-        def host_fingerprint():
+        def host_fingerprint(live: bool = False):
             """sha256 of the loaded model's UNet, text encoder(s) and VAE state (weights, module tree, flags,
-            devices, dtypes): compare before and after training to check that the WebUI was left as it was."""
+            devices, dtypes): compare before and after training to check that the WebUI was left as it was.
+            A LoRA the WebUI merged into the weights counts as the original weights it keeps as backup, unless
+            ``live=true`` (then the weights as they are in memory)."""
             if jobs.is_running():
                 raise HTTPException(409, detail="a training job is running; fingerprint the model after it ends")
-            return fingerprint_model(fingerprint_fn())
+            return fingerprint_model(fingerprint_fn(live=live))
 
     return router
 
