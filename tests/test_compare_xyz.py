@@ -100,7 +100,7 @@ def test_csv_round_trip_property(values):
     assert csv_split(csv_join(values)) == values
 
 
-def test_handoff_with_comma_in_lora_tag_prefix_form():
+def test_names_without_an_epoch_suffix_use_the_tag_prefix_form():
     # names that do not follow <stem>-NNNNNN use the "<lora:NAME:" form
     checkpoints = [(1, Path("/x/alpha.safetensors")), (2, Path("/x/beta.safetensors"))]
     plan = _plan(epochs=epoch_entries(checkpoints), include_no_lora=False)
