@@ -71,23 +71,31 @@ def test_sd1_parts_are_the_loaded_objects_with_the_users_clip_skip():
 
 def test_v_prediction_and_the_original_schedule_are_used():
     model = _sd1_model(is_sd1=False, is_sd2=True, parameterization="v")
-    model.cond_stage_model.wrapped.model = torch.nn.Linear(2, 2)
+    model.cond_stage_model.wrapped.model = open_clip = torch.nn.Linear(2, 2)
     model.alphas_cumprod_original = torch.full((1000,), 0.5)
     parts = model_parts(model, clip_skip=1)
     assert parts.prediction == "v" and parts.arch == "sd2" and float(parts.alphas_cumprod[0]) == 0.5
-    assert parts.text_encoders == [] and "OpenCLIP" in parts.extra["skipped_text_encoders"][0]
+    assert [(t.prefix, t.naming) for t in parts.text_encoders] == [("lora_te", "open_clip")]
+    assert parts.text_encoders[0].module is open_clip
 
 
-def test_sdxl_trains_the_first_text_encoder_with_sgm_names():
+def test_sdxl_trains_both_text_encoders_with_sgm_names():
     model = _sd1_model(is_sd1=False, is_sdxl=True)
     te1, te2 = torch.nn.Module(), torch.nn.Module()
     te1.wrapped = torch.nn.Module()
     te1.wrapped.transformer = torch.nn.Linear(2, 2)
+    te2.wrapped = torch.nn.Module()
+    te2.wrapped.model = torch.nn.Linear(2, 2)
     te1.input_key = te2.input_key = "txt"
     model.conditioner = torch.nn.Module()
     model.conditioner.embedders = torch.nn.ModuleList([te1, te2])
     found = layout(model)
-    assert [(t.prefix, t.naming) for t in found.targets] == [("lora_unet", "sgm"), ("lora_te1", "hf_clip")]
+    assert [(t.prefix, t.naming) for t in found.targets] == [
+        ("lora_unet", "sgm"),
+        ("lora_te1", "hf_clip"),
+        ("lora_te2", "open_clip"),
+    ]
+    assert found.targets[2].module is te2.wrapped.model
 
 
 @pytest.mark.parametrize("flags", [{"forge_objects": object()}, {"is_sdxl_inpaint": True}])

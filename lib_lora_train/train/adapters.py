@@ -4,6 +4,10 @@ peft's ``inject_adapter_in_model`` replaces each targeted module by a wrapper th
 ``base_layer``; ``AdapterHandle.remove`` puts every original object back at its path, deletes the ``peft_config``
 attribute peft leaves on the root and restores ``requires_grad`` flags and train/eval modes, then checks the tree
 against the snapshot taken before injection.
+
+OpenCLIP text encoders (naming "open_clip") have fused ``nn.MultiheadAttention`` layers that peft cannot wrap per
+projection: ``mha_split`` swaps them for stand-ins with q/k/v/out linears before injection, and ``remove`` puts the
+original attention modules back after the adapters are out.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from dataclasses import dataclass, field
 import torch
 
 from lib_lora_train.host import AdapterTarget, ModelParts
+from lib_lora_train.train.mha_split import MhaSplit, split_attention
 from lib_lora_train.train.tree_guard import TreeSnapshot
 
 log = logging.getLogger(__name__)
@@ -37,6 +42,7 @@ class InjectedTarget:
 @dataclass
 class AdapterHandle:
     targets: list[InjectedTarget] = field(default_factory=list)
+    splits: list[MhaSplit] = field(default_factory=list)  # attention split before injection, restored last
     removed: bool = False
 
     def named_parameters(self, group: str | None = None) -> dict[str, torch.nn.Parameter]:
@@ -56,6 +62,18 @@ class AdapterHandle:
         """The trainable adapter parameters of ``group`` ("unet", "te" or None for all)."""
         return list(self.named_parameters(group).values())
 
+    def summary(self) -> list[str]:
+        """One line per adapted part for the run log, e.g. "lora_te2: adapters on 192 modules (32 OpenCLIP ...)"."""
+        split_roots = {id(split.root): len(split.originals) for split in self.splits}
+        lines = []
+        for injected in self.targets:
+            line = f"{injected.target.prefix}: adapters on {len(injected.paths)} modules"
+            if id(injected.target.module) in split_roots:
+                count = split_roots[id(injected.target.module)]
+                line += f" ({count} OpenCLIP attention layers split into q/k/v/out for training)"
+            lines.append(line)
+        return lines
+
     def remove(self) -> None:
         """Put the original modules back and restore the flags; raises AdapterError if the tree is not as it was."""
         if self.removed:
@@ -69,6 +87,11 @@ class AdapterHandle:
                 del root.peft_config
             injected.snapshot.restore_flags(root)
             problems += [f"{injected.target.prefix}: {p}" for p in injected.snapshot.differences(root)]
+        for split in reversed(self.splits):
+            try:
+                split.restore()
+            except Exception as exc:  # keep restoring the others
+                problems.append(str(exc))
         self.removed = True
         if problems:
             raise AdapterError("the host's model was not restored exactly: " + "; ".join(problems[:5]))
@@ -159,24 +182,17 @@ def inject_adapters(parts: ModelParts, settings, *, train_unet: bool = True, tra
     parts without adapters, so that no gradient is computed for them). Adapter weights are fp32 whatever the host's
     weight dtype (fp32 master weights; autocast handles the half-precision compute).
     """
-    from lib_lora_train.lora_format.keys import te_target_modules, unet_target_modules
+    from lib_lora_train.lora_format.keys import unet_target_modules
 
     handle = AdapterHandle()
     jobs: list[tuple[AdapterTarget, str, list[str]]] = []
     if train_unet:
         unet_network = "lora" if settings.network == "lora" else "locon"
         jobs.append((parts.unet, "unet", list(unet_target_modules(parts.unet, unet_network))))
-    if train_te:
-        for te in parts.text_encoders:
-            paths = list(te_target_modules(te))
-            modules = dict(te.module.named_modules())
-            mha = [p for p in paths if isinstance(modules.get(p), torch.nn.MultiheadAttention)]
-            if mha:
-                log.info(
-                    "%s: %d MultiheadAttention modules get no adapter (not supported by peft)", te.prefix, len(mha)
-                )
-            jobs.append((te, "te", [p for p in paths if p not in set(mha)]))
     try:
+        if train_te:
+            for te in parts.text_encoders:
+                jobs.append((te, "te", _te_paths(te, handle)))
         for target, group, paths in jobs:
             handle.targets.append(
                 inject_into_target(
@@ -200,3 +216,23 @@ def inject_adapters(parts: ModelParts, settings, *, train_unet: bool = True, tra
         handle.remove()
         raise
     return handle
+
+
+def _te_paths(te: AdapterTarget, handle: AdapterHandle) -> list[str]:
+    """The text encoder's adapter paths; an OpenCLIP tower's attention is split first (recorded in ``handle``)."""
+    from lib_lora_train.lora_format.keys import te_target_modules
+
+    paths = list(te_target_modules(te))
+    modules = dict(te.module.named_modules())
+    mha = [p for p in paths if isinstance(modules.get(p), torch.nn.MultiheadAttention)]
+    if not mha:
+        return paths
+    if te.naming != "open_clip":
+        log.info("%s: %d MultiheadAttention modules get no adapter (not an OpenCLIP tower)", te.prefix, len(mha))
+        return [p for p in paths if p not in set(mha)]
+    split = split_attention(te.module, mha)
+    handle.splits.append(split)
+    out = []
+    for path in paths:
+        out += split.split_paths(path) if path in split.originals else [path]
+    return out

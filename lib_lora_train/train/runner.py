@@ -106,6 +106,8 @@ def _train(host, settings, version, dataset_dir, resume, result: TrainResult) ->
             # peft draws the initial lora_down weights from the global generator: seed it for reproducible runs
             torch.manual_seed(derived_seed(settings.seed, "init"))
             handle = inject_adapters(parts, settings, train_unet=train_unet, train_te=train_te)
+            for line in handle.summary():
+                host.report(ProgressEvent("log", message=line))
             undo.append(host.set_gradient_checkpointing(settings.gradient_checkpointing))
             for module, _ in snapshots:
                 module.train()

@@ -28,7 +28,6 @@ class ModelLayout:
     vae: torch.nn.Module
     text_root: torch.nn.Module  # cond_stage_model (SD1/SD2) or conditioner (SDXL): everything that encodes text
     targets: list[AdapterTarget]
-    skipped: list[str]
 
 
 def detect_arch(sd_model) -> str:
@@ -55,18 +54,17 @@ def _unwrap(embedder):
 
 
 def layout(sd_model) -> ModelLayout:
-    """Locate UNet, VAE and text encoders. OpenCLIP text encoders (SD2, SDXL's second) get no adapters: their
-    attention is one fused ``nn.MultiheadAttention`` that the adapter library cannot split into q/k/v."""
+    """Locate UNet, VAE and text encoders. OpenCLIP text encoders (SD2's, SDXL's second) are targets with naming
+    "open_clip": the engine splits their fused ``nn.MultiheadAttention`` into q/k/v/out linears while it trains."""
     arch = detect_arch(sd_model)
     unet = sd_model.model.diffusion_model
     targets = [AdapterTarget("lora_unet", unet, "sgm" if arch == "sdxl" else "ldm")]
-    skipped = []
     if arch == "sd1":
         text_root = sd_model.cond_stage_model
         targets.append(AdapterTarget("lora_te", _unwrap(text_root).transformer, "hf_clip", is_text_encoder=True))
     elif arch == "sd2":
         text_root = sd_model.cond_stage_model
-        skipped.append("the SD2 OpenCLIP text encoder is not trained (UNet only)")
+        targets.append(AdapterTarget("lora_te", _unwrap(text_root).model, "open_clip", is_text_encoder=True))
     else:
         text_root = sd_model.conditioner
         text_embedders = [e for e in text_root.embedders if getattr(e, "input_key", None) == "txt"]
@@ -75,8 +73,10 @@ def layout(sd_model) -> ModelLayout:
                 AdapterTarget("lora_te1", _unwrap(text_embedders[0]).transformer, "hf_clip", is_text_encoder=True)
             )
         if len(text_embedders) > 1:
-            skipped.append("SDXL's second (OpenCLIP) text encoder is not trained; the first one is")
-    return ModelLayout(arch, unet, sd_model.first_stage_model, text_root, targets, skipped)
+            targets.append(
+                AdapterTarget("lora_te2", _unwrap(text_embedders[1]).model, "open_clip", is_text_encoder=True)
+            )
+    return ModelLayout(arch, unet, sd_model.first_stage_model, text_root, targets)
 
 
 def checkpoint_name_and_hash(sd_model) -> tuple[str, str]:
@@ -106,7 +106,6 @@ def model_parts(sd_model, *, clip_skip: int) -> ModelParts:
         model_name=name,
         model_hash=model_hash,
         clip_skip=clip_skip,
-        extra={"skipped_text_encoders": found.skipped},
     )
 
 
