@@ -1,6 +1,6 @@
 """Inside a real AUTOMATIC1111 WebUI v1.10.x on the CPU (set LORA_TRAIN_TOOLS_WEBUI, optionally
 LORA_TRAIN_TOOLS_WEBUI_PYTHON): the tabs appear, training through the API writes the version's files, the LoRA loads
-in txt2img with every key matched and changes the image, and the WebUI's model is exactly as before after a run that
+in txt2img with every key matched and changes the image (SD2/SDXL: the OpenCLIP text encoder trained too), and the
 finished, one that was stopped and one that raised; a LoRA applied just before training does not leak into it."""
 
 from __future__ import annotations
@@ -149,8 +149,36 @@ def test_sd2_v_prediction_and_sdxl_train_and_restore(webui, dataset, checkpoint)
         name = re.sub(r"\.safetensors$", "", job["checkpoints"][-1].rsplit("/", 1)[-1])
         assert webui.txt2img(f"alice <lora:{name}:1>") != image_before
         assert _unmatched_keys(webui.log(), name) == []
+        # the OpenCLIP text encoder (SD2's lora_te, SDXL's lora_te2) is trained: all four attention parts per layer
+        open_clip = "lora_te" if checkpoint == "tiny-sd2v" else "lora_te2"
+        _, status = webui.call("GET", "/train-tools/v1/status?history=true")
+        assert any(f"{open_clip}: adapters on" in line and "OpenCLIP" in line for line in status["log"])
+        _assert_open_clip_keys(webui, job["checkpoints"][-1], open_clip, image_before)
     finally:
         webui.use_checkpoint("tiny-sd1")
+
+
+def _assert_open_clip_keys(webui, path: str, prefix: str, image_before: bytes) -> None:
+    """Every trained layer of the OpenCLIP encoder has q/k/v/out + fc1/fc2, and those keys alone change the image."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    tensors = load_file(path)
+    pattern = re.compile(rf"^{prefix}_text_model_encoder_layers_(\d+)_(\w+)\.lora_up\.weight$")
+    parts: dict[str, set[str]] = {}
+    for key, value in tensors.items():
+        if match := pattern.match(key):
+            parts.setdefault(match.group(1), set()).add(match.group(2))
+            assert value.abs().max() > 0, f"{key}: the adapter got no gradient"
+    assert parts, f"no {prefix} keys in {path}"
+    wanted = {"self_attn_q_proj", "self_attn_k_proj", "self_attn_v_proj", "self_attn_out_proj", "mlp_fc1", "mlp_fc2"}
+    assert all(found == wanted for found in parts.values()), parts
+    with safe_open(path, "pt") as handle:
+        metadata = handle.metadata()
+    only = {k: v for k, v in tensors.items() if k.startswith(f"{prefix}_")}
+    save_file(only, str(webui.lora_dir / f"{prefix}-only.safetensors"), metadata=metadata)
+    assert webui.txt2img(f"alice <lora:{prefix}-only:1>") != image_before
+    assert _unmatched_keys(webui.log(), f"{prefix}-only") == []
 
 
 def test_training_from_the_tab(webui, dataset):
