@@ -1,7 +1,8 @@
 """Inside a real AUTOMATIC1111 WebUI v1.10.x on the CPU (set LORA_TRAIN_TOOLS_WEBUI, optionally
 LORA_TRAIN_TOOLS_WEBUI_PYTHON): the tabs appear, training through the API writes the version's files, the LoRA loads
 in txt2img with every key matched and changes the image (SD2/SDXL: the OpenCLIP text encoder trained too), and the
-WebUI's model is exactly as before after a run that finished, one that was stopped and one that raised; a LoRA applied just before training does not leak into it."""
+WebUI's model is exactly as before after a run that finished, one that was stopped and one that raised; a LoRA
+applied just before training does not leak into it."""
 
 from __future__ import annotations
 
