@@ -10,8 +10,11 @@ if [ -x "$venv/bin/python" ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want"
   exit 0
 fi
 python3 -m venv "$venv"
-"$venv/bin/python" -m pip install -q --upgrade "pip<25" "setuptools>=77" wheel
+# pip on these machines warns about every missing mirror folder; keep real errors only
+pip_q() { "$venv/bin/python" -m pip install -q "$@" 2>&1 | grep -v "is ignored: it is neither" || true; }
+pip_q --upgrade "pip<25" "setuptools>=77" wheel
 # torch first, on its own: the pinned CPU build, so nothing later pulls a CUDA one.
-"$venv/bin/python" -m pip install -q torch==2.13.0
-"$venv/bin/python" -m pip install -q -r "$root/requirements/dev.txt"
+pip_q torch==2.13.0
+pip_q -r "$root/requirements/dev.txt"
+"$venv/bin/python" -c "import torch, peft, onnxruntime, diffusers, gradio" || { echo "setup_venv: the install is incomplete (see the pip output above)" >&2; exit 1; }
 echo "$want" > "$stamp"
