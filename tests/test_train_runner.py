@@ -83,6 +83,7 @@ def _no_partial_files(folder: Path):
             assert list(handle.keys())
 
 
+@pytest.mark.slow
 def test_a_run_writes_epoch_checkpoints_logs_and_the_final_file(pipe, dataset, store):
     version = store.create_version("p", "v1")
     host = DiffusersHost(pipe)
@@ -106,6 +107,7 @@ def test_a_run_writes_epoch_checkpoints_logs_and_the_final_file(pipe, dataset, s
     assert (version.logs / "run.log").exists()
 
 
+@pytest.mark.slow
 def test_loss_falls_on_an_easy_target(pipe, dataset, store):
     """Training repeatedly on the same few noise draws must fit them: the loss on those draws goes down."""
     from lib_lora_train.dataset.scan import scan_dataset
@@ -154,6 +156,7 @@ def test_loss_falls_on_an_easy_target(pipe, dataset, store):
     assert after < 0.8 * before
 
 
+@pytest.mark.slow
 def test_interrupted_and_resumed_run_ends_with_identical_weights(pipe, dataset, store):
     settings = TrainSettings(
         **BASE, save_every=1, save_state=True, save_precision="fp32", flip=True, caption_dropout=0.2
