@@ -1,0 +1,148 @@
+"""Batched inference with decoding and preprocessing hidden behind the model.
+
+Three stages run at once: a pool of decode threads opens images and writes their preprocessed pixels straight into
+the slot of the batch they belong to; one inference thread runs the batches in order; the caller's thread handles
+the results of batch *k* (thresholds, caption files) while batch *k+1* is in the model and later batches decode.
+Pillow's decoders and resamplers and onnxruntime all release the GIL, so threads are enough.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import deque
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+from PIL import Image
+
+from lib_lora_train.images import ImageLoadError, load_rgb
+from lib_lora_train.tagger.preprocess import preprocess
+
+
+class BatchModel(Protocol):
+    """What the pipeline needs from a model (``runtime.LoadedTagger`` implements it)."""
+
+    input_size: int
+    fixed_batch: int | None
+
+    @property
+    def on_gpu(self) -> bool: ...
+
+    def run(self, batch: np.ndarray) -> np.ndarray: ...
+
+
+@dataclass
+class Prediction:
+    """The outcome for one input: probabilities, or the reason it was skipped."""
+
+    index: int  # position in the input sequence
+    path: Path | None
+    probs: np.ndarray | None
+    error: str = ""
+
+
+def auto_batch_size(model: BatchModel) -> int:
+    """A batch that keeps the device busy without wasting memory; a fixed graph dictates its own."""
+    if model.fixed_batch:
+        return model.fixed_batch
+    if model.on_gpu:
+        return 32 if model.input_size <= 448 else 16
+    # on a CPU, larger batches barely raise throughput but delay progress updates and the stop button
+    return 4
+
+
+def auto_workers(model: BatchModel) -> int:
+    """Decode threads: many when a GPU must be fed, few when decoding competes with the model for the CPU."""
+    cores = os.cpu_count() or 1
+    if model.on_gpu:
+        return max(1, min(8, cores - 1))
+    return max(1, min(2, cores // 2))
+
+
+def predict_images(model: BatchModel, images: Sequence[Image.Image]) -> np.ndarray:
+    """Probabilities for images already in memory (single-image tab, API), as one batch."""
+    size = model.input_size
+    batch = np.empty((len(images), size, size, 3), dtype=np.float32)
+    for slot, image in enumerate(images):
+        preprocess(image, size, out=batch[slot])
+    return model.run(batch)
+
+
+def predict_paths(
+    model: BatchModel,
+    paths: Sequence[str | os.PathLike],
+    *,
+    batch_size: int = 0,
+    workers: int = 0,
+    prefetch_batches: int = 2,
+) -> Iterator[list[Prediction]]:
+    """Yield one list of predictions per batch, in input order; unreadable images come back with ``error`` set.
+
+    ``batch_size`` / ``workers`` of 0 pick values for the model and device. Closing the generator early (a stop
+    request) cancels decoding that has not started and waits for the batch in the model to finish.
+    """
+    paths = [Path(p) for p in paths]
+    size = model.input_size
+    per_batch = batch_size if batch_size > 0 else auto_batch_size(model)
+    chunks = [paths[i : i + per_batch] for i in range(0, len(paths), per_batch)]
+    decode_pool = ThreadPoolExecutor(workers or auto_workers(model), thread_name_prefix="tagger-decode")
+    infer_pool = ThreadPoolExecutor(1, thread_name_prefix="tagger-infer")
+
+    def submit(number: int) -> Future:
+        chunk = chunks[number]
+        buffer = np.empty((len(chunk), size, size, 3), dtype=np.float32)
+        decodes = [decode_pool.submit(preprocess_file, path, size, buffer[slot]) for slot, path in enumerate(chunk)]
+        return infer_pool.submit(_run_batch, model, number * per_batch, chunk, buffer, decodes)
+
+    in_flight: deque[Future] = deque()
+    submitted = 0
+    try:
+        while submitted < len(chunks) and len(in_flight) <= prefetch_batches:
+            in_flight.append(submit(submitted))
+            submitted += 1
+        while in_flight:
+            results = in_flight.popleft().result()
+            if submitted < len(chunks):
+                in_flight.append(submit(submitted))
+                submitted += 1
+            yield results
+    finally:
+        for future in in_flight:
+            future.cancel()
+        # cancel queued decodes first: a batch waiting on them in the inference thread then ends at once
+        decode_pool.shutdown(wait=True, cancel_futures=True)
+        infer_pool.shutdown(wait=True, cancel_futures=True)
+
+
+def preprocess_file(path: Path, size: int, out: np.ndarray) -> None:
+    """Decode ``path`` and write the model's input for it into ``out`` (one slot of a batch)."""
+    preprocess(load_rgb(path), size, out=out)
+
+
+def _run_batch(
+    model: BatchModel, first_index: int, chunk: list[Path], buffer: np.ndarray, decodes: list[Future]
+) -> list[Prediction]:
+    errors: dict[int, str] = {}
+    for slot, future in enumerate(decodes):
+        try:
+            future.result()
+        except ImageLoadError as exc:
+            errors[slot] = str(exc)
+        except Exception as exc:  # a decoder bug on one odd file must not end the whole folder
+            errors[slot] = f"{chunk[slot]}: could not be prepared ({type(exc).__name__}: {exc}); skipped"
+        if slot in errors:
+            buffer[slot] = 255.0  # a defined value instead of uninitialised memory; its output is discarded
+    probs = model.run(buffer) if len(errors) < len(chunk) else None
+    return [
+        Prediction(
+            first_index + slot,
+            path,
+            None if slot in errors or probs is None else probs[slot],
+            errors.get(slot, ""),
+        )
+        for slot, path in enumerate(chunk)
+    ]
