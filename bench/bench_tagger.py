@@ -70,40 +70,40 @@ def make_images(folder: Path, count: int, width: int, height: int) -> list[Path]
     return paths
 
 
-def one_at_a_time(model: LoadedTagger, paths: list[Path], options: TagOptions) -> float:
-    start = time.perf_counter()
+def one_at_a_time(model: LoadedTagger, paths: list[Path], options: TagOptions) -> tuple[float, float]:
+    start, cpu = time.perf_counter(), time.process_time()
     for path in paths:
         tensor = preprocess(load_rgb(path), model.input_size)[None]
         probs = model.session.run([model.output_name], {model.input_name: tensor})[0]
         select_tags(probs[0], model.tags, options)
-    return len(paths) / (time.perf_counter() - start)
+    return len(paths) / (time.perf_counter() - start), (time.process_time() - cpu) / len(paths)
 
 
-def raw_best(model: LoadedTagger, count: int, sizes: list[int]) -> tuple[float, int]:
+def raw_best(model: LoadedTagger, count: int, sizes: list[int]) -> tuple[float, int, float]:
     rng = np.random.default_rng(2)
-    best = (0.0, 1)
+    best = (0.0, 1, 0.0)
     for size in sizes:
         batches = max(1, count // size)
         tensor = rng.uniform(0, 255, (size, model.input_size, model.input_size, 3)).astype(np.float32)
         model.session.run([model.output_name], {model.input_name: tensor})  # warm-up for this shape
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         for _ in range(batches):
             model.session.run([model.output_name], {model.input_name: tensor})
         rate = batches * size / (time.perf_counter() - start)
-        best = max(best, (rate, size))
+        best = max(best, (rate, size, (time.process_time() - cpu) / (batches * size)))
     return best
 
 
-def batch_path(model: LoadedTagger, folder: Path, options: TagOptions) -> tuple[float, int]:
+def batch_path(model: LoadedTagger, folder: Path, options: TagOptions) -> tuple[float, float, int]:
     captions = OUT / "captions"
     shutil.rmtree(captions, ignore_errors=True)
     request = FolderJobRequest(str(folder), options=options, output_dir=str(captions), existing="overwrite")
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     summary = run_folder_job(model, model.tags, request)
-    elapsed = time.perf_counter() - start
+    elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
     if summary.errors or summary.written != summary.total:
         raise SystemExit(f"batch path failed: {summary.report()}")
-    return summary.total / elapsed, summary.total
+    return summary.total / elapsed, cpu / summary.total, summary.total
 
 
 def main() -> None:
@@ -126,22 +126,24 @@ def main() -> None:
     model.run(np.zeros((1, args.size, args.size, 3), np.float32))  # warm-up: first run allocates
 
     sizes = [1, 2, 4, 8, 16, 32, 64] if model.on_gpu else [1, 2, 4, 8]
-    raw, raw_batch = raw_best(model, args.images, sizes)
-    loop = ours = 0.0
+    raw, raw_batch, raw_cpu = raw_best(model, args.images, sizes)
+    loop, ours = (0.0, 0.0), (0.0, 0.0)
     # shared machines are noisy: interleave the three measurements and keep the best of each
     for round_no in range(args.rounds):
         if round_no:
-            raw, raw_batch = max((raw, raw_batch), raw_best(model, args.images, [raw_batch]))
+            raw, raw_batch, raw_cpu = max((raw, raw_batch, raw_cpu), raw_best(model, args.images, [raw_batch]))
         loop = max(loop, one_at_a_time(model, paths, options))
-        rate, count = batch_path(model, paths[0].parent, options)
-        ours = max(ours, rate)
+        rate, cpu, count = batch_path(model, paths[0].parent, options)
+        ours = max(ours, (rate, cpu))
+    (loop, loop_cpu), (ours, ours_cpu) = loop, ours
     provider = model.providers[0]
     print(
         f"bench_tagger: ViT-B/16-sized graph ({args.layers} layers, {args.size}px, {len(model.tags)} tags) on "
         f"{provider}, {count} images {args.width}x{args.height} (jpg+png): "
         f"batch path {ours:.2f} img/s (batch {auto_batch_size(model)}, {auto_workers(model)} decode threads), "
         f"one-at-a-time {loop:.2f} img/s, raw onnxruntime {raw:.2f} img/s (batch {raw_batch}), best of {args.rounds}; "
-        f"batch/raw = {ours / raw:.0%}, batch/one-at-a-time = {ours / loop:.2f}x"
+        f"batch/raw = {ours / raw:.0%}, batch/one-at-a-time = {ours / loop:.2f}x; "
+        f"CPU s/img: batch {ours_cpu:.2f}, one-at-a-time {loop_cpu:.2f}, raw {raw_cpu:.2f}"
     )
 
 

@@ -127,3 +127,25 @@ def test_unload_frees_sessions_and_reloads_on_demand(tiny):
     assert manager.unload_all() == 1 and first.session is None and manager.loaded_names() == []
     again = manager.get("tiny", tiny)
     assert again is not first and again.session is not None
+
+
+def test_a_broken_gpu_package_falls_back_to_the_cpu_with_a_message(tiny, monkeypatch):
+    import onnxruntime as ort
+
+    from lib_lora_train.tagger import runtime
+
+    real_session = ort.InferenceSession
+
+    def session(path, providers):
+        if CUDA in providers:
+            raise RuntimeError("libcudnn.so.9: cannot open shared object file")
+        return real_session(path, providers=providers)
+
+    monkeypatch.setattr(ort, "get_available_providers", lambda: [CUDA, CPU])
+    monkeypatch.setattr(ort, "InferenceSession", session)
+    monkeypatch.setattr(runtime, "installed_onnxruntime_packages", lambda: ["onnxruntime-gpu==1.20.1"])
+    tagger = runtime.LoadedTagger("tiny", tiny, use_gpu=True)
+    assert tagger.providers == [CPU] and not tagger.on_gpu
+    assert "CUDA provider failed to start" in tagger.warning
+    cpu_only = runtime.LoadedTagger("tiny", tiny, use_gpu=False)  # asked for the CPU: no complaint
+    assert cpu_only.warning == ""

@@ -9,6 +9,7 @@ import re
 import time
 
 import pytest
+import torch
 from PIL import Image
 from webui_server import WebUI, skip_reason
 
@@ -50,6 +51,12 @@ def test_the_four_tabs_are_registered(webui):
     text = str(config)
     for elem_id in ("lora_train_tagger", "lora_train_tag_editor", "lora_train_tools", "lora_train_compare"):
         assert elem_id in text, f"tab {elem_id} missing"
+    # the routes and their pydantic-1 models are in the WebUI's /docs
+    status, openapi = webui.call("GET", "/openapi.json")
+    assert status == 200
+    for route in ("projects", "train", "status", "stop", "host-fingerprint"):
+        assert f"/train-tools/v1/{route}" in openapi["paths"]
+    assert "TrainRequest" in openapi["components"]["schemas"]
 
 
 def test_training_leaves_the_model_exactly_as_it_was_and_the_lora_works(webui, dataset):
@@ -122,8 +129,9 @@ def test_a_lora_applied_in_txt2img_just_before_training_does_not_leak(webui, dat
     a = load_file(clean["checkpoints"][-1])
     b = load_file(after_lora["checkpoints"][-1])
     assert a.keys() == b.keys()
-    worst = max(float((a[k].float() - b[k].float()).abs().max()) for k in a)
-    assert worst < 1e-4, f"trained weights differ by {worst}: the applied LoRA leaked into training"
+    # identical up to fp16 rounding of the saved file (a leaked LoRA changes nearly every value, by far more)
+    differing = [k for k in a if not torch.allclose(a[k].float(), b[k].float(), rtol=2e-3, atol=1e-4)]
+    assert differing == [], f"{len(differing)} tensors differ: the applied LoRA leaked into training"
     assert webui.fingerprint(live=True) == live  # training took the merged LoRA out; it was not baked in
 
 

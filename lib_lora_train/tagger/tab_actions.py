@@ -110,6 +110,9 @@ def tag_folder(
     """Run a folder job and return its report (or the reason it could not start) as text."""
     try:
         request = folder.request(form.options())
+        request.validate()
+        if progress:  # a first use may download the model: show that in the same progress bar
+            service.load(model, progress=lambda fraction, text: progress(int(fraction * 1000), 1000, text))
         summary = service.run_folder(model, request, progress=progress, should_stop=should_stop)
     except (ValueError, LookupError, DownloadError, TaggerLoadError) as exc:
         # a bad folder, pattern, option or model: a message for the user, not a traceback
