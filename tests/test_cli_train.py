@@ -141,6 +141,7 @@ def test_cli_trains_a_saved_model_folder_into_the_store(tmp_path, capsys):
     assert code == 2
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not FIXTURE.is_dir(), reason=f"fixture {FIXTURE} is not present (it lives in ../shared)")
 def test_cli_trains_the_shared_tiny_sd1_fixture(tmp_path):
     code, version = _run_cli(FIXTURE, tmp_path, "--max-steps", "2", "--network", "locon")

@@ -79,3 +79,20 @@ def test_saved_tiny_model_loads_back_as_a_folder(tmp_path):
         load_pipeline(tmp_path)
     with pytest.raises(FileNotFoundError, match="no such model"):
         load_pipeline(tmp_path / "missing")
+
+
+def test_sdxl_pipeline_conditions_on_two_encoders_pooled_text_and_sizes():
+    from lib_lora_train.hosts.tiny_model import build_tiny_sdxl_pipeline
+
+    host = DiffusersHost(build_tiny_sdxl_pipeline())
+    parts = host.model_parts()
+    assert parts.arch == "sdxl" and [t.prefix for t in parts.text_encoders] == ["lora_te1", "lora_te2"]
+    small = ImageGeometry((48, 40), (0, 4), (64, 64))
+    cond = host.encode_text(["a", "b"], [GEO, small])
+    assert cond.context.shape == (2, 77, 64)  # both encoders' hidden states side by side
+    assert cond.vector.shape == (2, 32 + 6) and cond.vector[1, -6:].tolist() == [48, 40, 0, 4, 64, 64]
+    latents = host.encode_images(torch.zeros(2, 3, 64, 64))
+    out = host.predict(latents, torch.tensor([1, 500]), cond)
+    assert out.shape == latents.shape
+    other = host.predict(latents, torch.tensor([1, 500]), type(cond)(cond.context, cond.vector * 0))
+    assert not torch.allclose(out, other)  # the size/pooled vector reaches the UNet

@@ -119,6 +119,48 @@ def build_tiny_pipeline(seed: int = 0, *, prediction: str = "epsilon"):
     return pipe
 
 
+def build_tiny_sdxl_pipeline(seed: int = 0):
+    """A StableDiffusionXLPipeline with random tiny weights: two CLIP encoders (hidden 32), pooled text + size/crop
+    conditioning, transformer depth 2 in the lower level, like SDXL's layout in miniature."""
+    import torch
+    from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(
+        sample_size=8,
+        block_out_channels=(32, 64),
+        layers_per_block=1,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=64,
+        attention_head_dim=(2, 4),
+        transformer_layers_per_block=(1, 2),
+        use_linear_projection=True,
+        addition_embed_type="text_time",
+        addition_time_embed_dim=8,
+        projection_class_embeddings_input_dim=32 + 6 * 8,
+        norm_num_groups=32,
+    )
+    text = dict(
+        vocab_size=514, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+        bos_token_id=512, eos_token_id=513, pad_token_id=513, projection_dim=32,
+    )  # fmt: skip
+    sd1 = build_tiny_pipeline(seed)
+    schedule = {k: v for k, v in SD1_SCHEDULE.items() if k not in ("clip_sample", "set_alpha_to_one")}
+    pipe = StableDiffusionXLPipeline(
+        vae=sd1.vae,
+        text_encoder=CLIPTextModel(CLIPTextConfig(**text)),
+        text_encoder_2=CLIPTextModelWithProjection(CLIPTextConfig(**text)),
+        tokenizer=sd1.tokenizer,
+        tokenizer_2=sd1.tokenizer,
+        unet=unet,
+        scheduler=EulerDiscreteScheduler(**schedule),
+    )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
 def save_tiny_model(folder: str | Path, seed: int = 0, *, prediction: str = "epsilon") -> Path:
     """Build a tiny pipeline and save it as a diffusers folder (safetensors); returns the folder."""
     target = Path(folder)
