@@ -19,8 +19,9 @@ if TYPE_CHECKING:  # torch is imported lazily so that the UI can import this mod
 
 Arch = Literal["sd1", "sd2", "sdxl"]
 Prediction = Literal["eps", "v"]
-# How the module paths inside an adapter target are spelled; lora_keys turns each into kohya's key names.
-Naming = Literal["diffusers", "ldm", "sgm", "hf_clip", "open_clip"]
+# How the module paths inside an adapter target are spelled; lora_format.keys turns each into kohya's key names.
+# "diffusers_sdxl": a diffusers SDXL UNet, whose keys kohya spells with the sgm names.
+Naming = Literal["diffusers", "diffusers_sdxl", "ldm", "sgm", "hf_clip", "open_clip"]
 
 T = TypeVar("T")
 

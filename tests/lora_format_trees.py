@@ -144,7 +144,10 @@ def ldm_shapes(*, model_channels=8, mult=(1, 2, 2), num_res_blocks=2, attention_
 
     It is the independent description of the original tree that the structure-derived name map is checked
     against: the mapped names must be exactly the module names of a diffusers UNet with the same layout.
+    ``depth`` is the transformer depth, one for all levels or one per level (sgm's ``transformer_depth``; the
+    middle block takes the last level's).
     """
+    depths = tuple(depth) if isinstance(depth, (tuple, list)) else (depth,) * len(mult)
     linear, conv3, conv1 = (4, 4), (4, 4, 3, 3), (4, 4, 1, 1)
     shapes: dict[str, tuple[int, ...]] = {
         "time_embed.0": linear,
@@ -158,7 +161,7 @@ def ldm_shapes(*, model_channels=8, mult=(1, 2, 2), num_res_blocks=2, attention_
         if skip:
             shapes[f"{path}.skip_connection"] = conv1
 
-    def attn(path: str) -> None:
+    def attn(path: str, depth: int) -> None:
         shapes.update({f"{path}.proj_in": conv1, f"{path}.proj_out": conv1})
         for block in range(depth):
             base = f"{path}.transformer_blocks.{block}"
@@ -174,7 +177,7 @@ def ldm_shapes(*, model_channels=8, mult=(1, 2, 2), num_res_blocks=2, attention_
             res(f"input_blocks.{index}.0", ch != factor * model_channels)
             ch = factor * model_channels
             if level in attention_levels:
-                attn(f"input_blocks.{index}.1")
+                attn(f"input_blocks.{index}.1", depths[level])
             channels.append(ch)
             index += 1
         if level != len(mult) - 1:
@@ -182,7 +185,7 @@ def ldm_shapes(*, model_channels=8, mult=(1, 2, 2), num_res_blocks=2, attention_
             channels.append(ch)
             index += 1
     res("middle_block.0", False)
-    attn("middle_block.1")
+    attn("middle_block.1", depths[-1])
     res("middle_block.2", False)
     index = 0
     for level, factor in reversed(list(enumerate(mult))):
@@ -192,7 +195,7 @@ def ldm_shapes(*, model_channels=8, mult=(1, 2, 2), num_res_blocks=2, attention_
             ch = factor * model_channels
             position = 1
             if level in attention_levels:
-                attn(f"output_blocks.{index}.1")
+                attn(f"output_blocks.{index}.1", depths[level])
                 position = 2
             if level and i == num_res_blocks:
                 shapes[f"output_blocks.{index}.{position}.conv"] = conv3

@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from lora_format_trees import one_torch_thread
 
 from lib_lora_train.host import ImageGeometry, SampleRequest
 from lib_lora_train.hosts.diffusers_host import DiffusersHost, load_pipeline
@@ -87,6 +88,7 @@ def test_sdxl_pipeline_conditions_on_two_encoders_pooled_text_and_sizes():
     host = DiffusersHost(build_tiny_sdxl_pipeline())
     parts = host.model_parts()
     assert parts.arch == "sdxl" and [t.prefix for t in parts.text_encoders] == ["lora_te1", "lora_te2"]
+    assert parts.unet.naming == "diffusers_sdxl"  # kohya spells SDXL UNet keys with the sgm names
     small = ImageGeometry((48, 40), (0, 4), (64, 64))
     cond = host.encode_text(["a", "b"], [GEO, small])
     assert cond.context.shape == (2, 77, 64)  # both encoders' hidden states side by side
@@ -96,3 +98,31 @@ def test_sdxl_pipeline_conditions_on_two_encoders_pooled_text_and_sizes():
     assert out.shape == latents.shape
     other = host.predict(latents, torch.tensor([1, 500]), type(cond)(cond.context, cond.vector * 0))
     assert not torch.allclose(out, other)  # the size/pooled vector reaches the UNet
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures(one_torch_thread.__name__)
+def test_sdxl_run_writes_sgm_unet_keys(tmp_path):
+    """Two LoCon steps on the tiny SDXL pipeline: the file's UNet keys use the sgm names the WebUI and ComfyUI
+    match for SDXL (input_blocks/middle_block/output_blocks), never diffusers' down_blocks/up_blocks."""
+    from safetensors.torch import load_file
+
+    from lib_lora_train.hosts.tiny_model import build_tiny_sdxl_pipeline, write_tiny_dataset
+    from lib_lora_train.store.projects import ProjectStore
+    from lib_lora_train.train.runner import train_version
+
+    dataset = write_tiny_dataset(tmp_path / "data", count=2, size=64)
+    version = ProjectStore(tmp_path / "outputs").create_version("xl", "v1")
+    settings = TrainSettings(
+        network="locon", rank=2, conv_rank=2, resolution=64, batch_size=2, max_steps=2, mixed_precision="no", seed=1
+    )
+    result = train_version(DiffusersHost(build_tiny_sdxl_pipeline()), settings, version, dataset_dir=dataset)
+    assert result.status == "done", result.message
+    modules = {key.split(".", 1)[0] for key in load_file(str(result.checkpoints[-1]))}
+    unet = {name for name in modules if name.startswith("lora_unet_")}
+    assert unet and all(name.split("_")[2] in ("input", "middle", "output") for name in unet)
+    assert "lora_unet_input_blocks_3_1_transformer_blocks_1_attn2_to_k" in unet
+    assert {"lora_unet_input_blocks_1_0_in_layers_2", "lora_unet_output_blocks_1_2_conv"} <= unet  # LoCon convs
+    assert any(name.startswith("lora_te1_") for name in modules) and any(
+        name.startswith("lora_te2_") for name in modules
+    )

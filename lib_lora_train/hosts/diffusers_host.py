@@ -76,8 +76,8 @@ class DiffusersHost(TrainingHost):
                 AdapterTarget("lora_te1", pipe.text_encoder, "hf_clip", True),
                 AdapterTarget("lora_te2", pipe.text_encoder_2, "hf_clip", True),
             ]
-            # kohya keeps the sgm (original) UNet names for SDXL; a diffusers SDXL UNet has diffusers names
-            unet_naming = "diffusers"
+            # kohya keeps the sgm (original) UNet names for SDXL; the keys translate the diffusers paths back
+            unet_naming = "diffusers_sdxl"
         else:
             arch = "sd2" if pipe.text_encoder.config.hidden_size == 1024 else "sd1"
             tes = [AdapterTarget("lora_te", pipe.text_encoder, "hf_clip", True)]

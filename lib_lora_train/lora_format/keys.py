@@ -5,7 +5,9 @@ kohya's sd-scripts spells it:
 
 - SD1/SD2 UNet: diffusers' names (``down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q``). A diffusers
   UNet already has them; the WebUI's ldm UNet is translated by ``ldm_names`` (naming "ldm").
-- SDXL UNet: the original sgm names (``input_blocks_4_1_transformer_blocks_0_attn1_to_q``), naming "sgm".
+- SDXL UNet: the original sgm names (``input_blocks_4_1_transformer_blocks_0_attn1_to_q``), naming "sgm" for the
+  WebUI's sgm UNet. A diffusers SDXL UNet (naming "diffusers_sdxl") is translated back to those names by
+  ``ldm_names.diffusers_to_ldm_names``; its module paths (what adapters target) stay diffusers paths.
 - text encoders: Hugging Face CLIP names (``text_model_encoder_layers_0_self_attn_q_proj``, ``..._mlp_fc1``).
   OpenCLIP towers (WebUI SD2, SDXL's second encoder; naming "open_clip") are renamed to the same HF names:
   ``resblocks.N.attn`` -> ``self_attn_{q,k,v,out}_proj``, ``mlp.c_fc`` -> ``mlp_fc1``, ``mlp.c_proj`` -> ``mlp_fc2``.
@@ -27,7 +29,7 @@ from collections.abc import Iterator
 from torch import nn
 
 from lib_lora_train.host import AdapterTarget
-from lib_lora_train.lora_format.ldm_names import ldm_to_diffusers_names, ldm_units
+from lib_lora_train.lora_format.ldm_names import diffusers_to_ldm_names, ldm_to_diffusers_names, ldm_units
 
 UNET_NETWORKS_WITH_CONV = ("locon", "loha", "lokr")
 MHA_PARTS = ("q_proj", "k_proj", "v_proj", "out_proj")  # the paths an OpenCLIP attention is named at
@@ -80,15 +82,18 @@ def kohya_module_names(target: AdapterTarget) -> dict[str, str]:
     """
     layers = list(iter_layers(target.module))
     names: dict[str, str] = {}
+    renamed: dict[str, str] | None = None  # UNets whose kohya names differ from their own module paths
     if target.naming == "ldm":
-        ldm_map = ldm_to_diffusers_names(target.module, [path for path, _ in layers])
+        renamed = ldm_to_diffusers_names(target.module, [path for path, _ in layers])
+    elif target.naming == "diffusers_sdxl":
+        renamed = diffusers_to_ldm_names(target.module, [path for path, _ in layers])
     for path, layer in layers:
         if isinstance(layer, nn.MultiheadAttention):
             for part in MHA_PARTS:
                 names[f"{path}.{part}"] = _join(target.prefix, _kohya_path(target, f"{path}.{part}"))
             continue
-        if target.naming == "ldm":
-            names[path] = _join(target.prefix, ldm_map[path])
+        if renamed is not None:
+            names[path] = _join(target.prefix, renamed[path])
         else:
             names[path] = _join(target.prefix, _kohya_path(target, path))
     return names

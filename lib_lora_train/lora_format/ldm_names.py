@@ -12,6 +12,10 @@ is derived from the tree rather than from a table, so it works for any SD1/SD2/S
 A unit's kind is recognised by its children, not its class, so that stand-in trees in tests (and wrappers in
 other hosts) work too: ``in_layers``/``out_layers`` -> ResBlock, ``transformer_blocks`` -> SpatialTransformer,
 ``op`` -> Downsample, a lone ``conv`` -> Upsample.
+
+The reverse direction (``diffusers_to_ldm_names``) serves SDXL trained on a diffusers UNet: kohya names SDXL LoRA
+modules with the original sgm names, so a diffusers SDXL UNet's paths are turned back into them. It walks the same
+block layout from the diffusers side and inverts the same part tables.
 """
 
 from __future__ import annotations
@@ -157,4 +161,96 @@ def _convert(path: str, units: dict[str, str], mapping: dict[str, str]) -> str:
         rest = _RESNET_PARTS.get(rest, rest)
     elif kind == "downsample" and rest == "op":
         rest = "conv"
+    return f"{mapping[unit]}.{rest}" if rest else mapping[unit]
+
+
+_LDM_RESNET_PARTS = {diffusers: ldm for ldm, diffusers in _RESNET_PARTS.items()}
+_LDM_TOP_LEVEL = {diffusers: ldm for ldm, diffusers in _TOP_LEVEL.items()}
+_DIFFUSERS_UNIT = re.compile(
+    r"^((?:down|up)_blocks\.\d+\.(?:resnets|attentions|downsamplers|upsamplers)\.\d+"
+    r"|mid_block\.(?:resnets|attentions)\.\d+)(?:\.(.*))?$"
+)
+
+
+def _children(module: nn.Module | None, name: str) -> list[str]:
+    """Names of the entries of ``module.<name>`` (a ModuleList), or [] when it has none."""
+    container = getattr(module, name, None) if module is not None else None
+    return [child for child, _ in container.named_children()] if container is not None else []
+
+
+def _blocks(unet: nn.Module, name: str) -> list[tuple[str, nn.Module]]:
+    container = getattr(unet, name, None)
+    return list(container.named_children()) if container is not None else []
+
+
+def diffusers_unit_map(unet: nn.Module) -> dict[str, str]:
+    """diffusers unit path -> ldm/sgm unit path, e.g. ``"up_blocks.0.upsamplers.0" -> "output_blocks.2.1"``.
+
+    The mirror of ``unit_map``: input block 0 is ``conv_in``; each down level gives one input block per
+    ResNet (``.0``, with its attention at ``.1``) and one more for its downsampler; the mid block is
+    ResNet / attention / ResNet; each up level gives one output block per ResNet, and its upsampler sits in the
+    last of them, after the attention if there is one.
+    """
+    mapping: dict[str, str] = {}
+    index = 1
+    for level, block in _blocks(unet, "down_blocks"):
+        attentions = set(_children(block, "attentions"))
+        for layer in _children(block, "resnets"):
+            mapping[f"down_blocks.{level}.resnets.{layer}"] = f"input_blocks.{index}.0"
+            if layer in attentions:
+                mapping[f"down_blocks.{level}.attentions.{layer}"] = f"input_blocks.{index}.1"
+            index += 1
+        for sampler in _children(block, "downsamplers"):
+            mapping[f"down_blocks.{level}.downsamplers.{sampler}"] = f"input_blocks.{index}.0"
+            index += 1
+    mid = getattr(unet, "mid_block", None)
+    position = 0
+    attentions = _children(mid, "attentions")
+    for layer in _children(mid, "resnets"):
+        mapping[f"mid_block.resnets.{layer}"] = f"middle_block.{position}"
+        position += 1
+        if layer in attentions:  # attention i follows resnet i: [ResBlock, SpatialTransformer, ResBlock]
+            mapping[f"mid_block.attentions.{layer}"] = f"middle_block.{position}"
+            position += 1
+    index = 0
+    for level, block in _blocks(unet, "up_blocks"):
+        attentions = set(_children(block, "attentions"))
+        layers = _children(block, "resnets")
+        for layer in layers:
+            mapping[f"up_blocks.{level}.resnets.{layer}"] = f"output_blocks.{index}.0"
+            position = 1
+            if layer in attentions:
+                mapping[f"up_blocks.{level}.attentions.{layer}"] = f"output_blocks.{index}.1"
+                position = 2
+            if layer == layers[-1]:
+                for sampler in _children(block, "upsamplers"):
+                    mapping[f"up_blocks.{level}.upsamplers.{sampler}"] = f"output_blocks.{index}.{position}"
+            index += 1
+    return mapping
+
+
+def diffusers_to_ldm_names(unet: nn.Module, paths: Iterable[str] | None = None) -> dict[str, str]:
+    """diffusers module path -> ldm/sgm module path for ``paths`` (default: every Linear/Conv2d in ``unet``).
+
+    Example: ``"down_blocks.1.attentions.0.transformer_blocks.0.attn1.to_q"`` ->
+    ``"input_blocks.4.1.transformer_blocks.0.attn1.to_q"``; ``"down_blocks.0.resnets.0.conv1"`` ->
+    ``"input_blocks.1.0.in_layers.2"``. Paths outside the known layout keep their own name.
+    """
+    mapping = diffusers_unit_map(unet)
+    if paths is None:
+        paths = [name for name, module in unet.named_modules() if isinstance(module, (nn.Linear, nn.Conv2d))]
+    return {path: _convert_back(path, mapping) for path in paths}
+
+
+def _convert_back(path: str, mapping: dict[str, str]) -> str:
+    if path in _LDM_TOP_LEVEL:
+        return _LDM_TOP_LEVEL[path]
+    match = _DIFFUSERS_UNIT.match(path)
+    if not match or match.group(1) not in mapping:
+        return path
+    unit, rest = match.group(1), match.group(2) or ""
+    if ".resnets." in unit:
+        rest = _LDM_RESNET_PARTS.get(rest, rest)
+    elif ".downsamplers." in unit and rest == "conv":
+        rest = "op"
     return f"{mapping[unit]}.{rest}" if rest else mapping[unit]
