@@ -3,7 +3,9 @@ plot's Prompt S/R over ``-000001,-000002,…`` reach them.
 
 Host-neutral: the caller passes the LoRA folder (the WebUI's ``--lora-dir``). The files are copied, hard-linked or
 symlinked into ``<lora dir>/<subfolder>/`` under their own names (``<project>-<version>-000001.safetensors``), which is
-the name the WebUI's LoRA list uses. A hard link falls back to a copy across file systems and a symlink falls back to
+the name the WebUI's LoRA list uses. Once an Epoch Compare pick is published as ``<lora dir>/<project>-<version>``,
+that name is the pick's: the final file of the same name is left out of later publishes (see compare/pick.py). A hard
+link falls back to a copy across file systems and a symlink falls back to
 a copy where the OS refuses links (Windows without developer mode); the result says so.
 """
 
@@ -43,7 +45,11 @@ def publish_folder(lora_dir: Path, subfolder: str) -> Path:
 
 def publish_checkpoints(checkpoints: Iterable[Path], lora_dir: Path, *, subfolder: str, mode: str) -> PublishResult:
     """Make each checkpoint file visible under ``<lora_dir>/<subfolder>/`` by ``mode``; replaces older published
-    copies of the same name (a re-trained epoch must not leave the stale file behind)."""
+    copies of the same name (a re-trained epoch must not leave the stale file behind).
+
+    A checkpoint whose name is taken by a published Epoch Compare pick (``<lora_dir>/<name>`` with the pick's card
+    metadata) is left out with a note: the WebUI lists LoRAs by file stem, so a second file would hide one of them.
+    """
     if mode not in PUBLISH_MODES:
         raise PublishError(f"publish mode {mode!r} is not one of {', '.join(PUBLISH_MODES)}")
     result = PublishResult()
@@ -57,6 +63,13 @@ def publish_checkpoints(checkpoints: Iterable[Path], lora_dir: Path, *, subfolde
             result.notes.append(f"{source}: not found, not published (was the version deleted?)")
             continue
         target = target_dir / source.name
+        pick = published_pick(Path(lora_dir), source.stem)
+        if pick is not None:
+            result.notes.append(
+                f"{source.name}: not published, the Epoch Compare pick {pick} has this name; "
+                "the epoch files stay published under their own names"
+            )
+            continue
         if target.resolve() == source:
             result.published.append(target)
             continue
@@ -65,6 +78,22 @@ def publish_checkpoints(checkpoints: Iterable[Path], lora_dir: Path, *, subfolde
             result.notes.append(f"{target.name}: {mode} was not possible here, made a {used} instead")
         result.published.append(target)
     return result
+
+
+def published_pick(lora_dir: Path, name: str) -> Path | None:
+    """``<lora_dir>/<name>.safetensors`` when it is a published Epoch Compare pick (its card sidecar carries the
+    pick's description line), else None."""
+    from lib_lora_train.compare.pick import DESCRIPTION_MARK
+
+    model = Path(lora_dir) / f"{name}.safetensors"
+    sidecar = model.with_suffix(".json")
+    if not model.is_file() or not sidecar.is_file():
+        return None
+    try:
+        text = sidecar.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
+    return model if DESCRIPTION_MARK in text else None
 
 
 def unpublish(names: Iterable[str], lora_dir: Path, *, subfolder: str) -> list[Path]:

@@ -5,6 +5,10 @@ user-metadata sidecar ``<lora dir>/<project>-<version>.json`` (v1.10.1 keys, as 
 ``description``, ``activation text``, ``preferred weight``, ``sd version``, ``negative text``, ``notes``), so the card
 inserts ``<lora:NAME:WEIGHT>`` with the chosen weight and the activation text. Keys the user set in the sidecar are
 kept; only our description line is replaced. Existing files are kept as ``.bak`` before being overwritten.
+
+The WebUI lists LoRAs by file stem, so the pick takes the name over from the version's final file: publishing it
+removes the published copies of the final file (``<lora dir>/<sub-folder>/<project>-<version>.safetensors``), and
+lib_lora_train.publish leaves the final file out once a pick has the name. Epoch files keep their ``-00000N`` names.
 """
 
 from __future__ import annotations
@@ -106,10 +110,40 @@ def sidecar_metadata(existing: dict, pick: Pick, activation_text: str, sd_versio
     return data
 
 
+def _is_copy_of(path: Path, original: Path) -> bool:
+    """Whether ``path`` is a published copy of ``original``: a symlink to it, a hard link, or the same bytes."""
+    try:
+        if path.is_symlink():
+            return path.resolve() == original.resolve()
+        if os.path.samefile(path, original):
+            return True
+        if path.stat().st_size != original.stat().st_size:
+            return False
+        with open(path, "rb") as a, open(original, "rb") as b:
+            while True:
+                chunk = a.read(1 << 20)
+                if chunk != b.read(1 << 20):
+                    return False
+                if not chunk:
+                    return True
+    except OSError:
+        return False
+
+
 def publish_pick(
-    checkpoint: Path, lora_dir: Path, clean_name: str, pick: Pick, *, activation_text: str = "", sd_version: str = ""
+    checkpoint: Path,
+    lora_dir: Path,
+    clean_name: str,
+    pick: Pick,
+    *,
+    activation_text: str = "",
+    sd_version: str = "",
+    final: Path | None = None,
 ) -> PublishedPick:
-    """Copy ``checkpoint`` to ``<lora_dir>/<clean_name>.safetensors`` and write its user-metadata sidecar."""
+    """Copy ``checkpoint`` to ``<lora_dir>/<clean_name>.safetensors`` and write its user-metadata sidecar.
+
+    ``final`` is the version's final file, published elsewhere in ``lora_dir`` under the same name: those copies
+    are removed (the pick takes the name over). Other files of that name are only noted."""
     if not checkpoint.is_file():
         raise PickError(f"{checkpoint}: the chosen checkpoint is missing; render the comparison again and re-pick")
     if not clean_name or any(ch in clean_name for ch in "/\\:<>") or clean_name.startswith("."):
@@ -138,9 +172,15 @@ def publish_pick(
     atomic_write_text(sidecar, text + "\n", backup=sidecar.is_file())
     # the WebUI lists LoRAs by file stem: another file of this name in a sub-folder would shadow one of the two
     clashes = [p for p in lora_dir.rglob(f"{clean_name}.safetensors") if p != model]
-    notes = [
-        f"{p} has the same name; <lora:{clean_name}:…> may load that one instead, rename or remove it" for p in clashes
-    ]
+    notes = []
+    for path in clashes:
+        if final is not None and final.is_file() and _is_copy_of(path, final):
+            path.unlink()
+            notes.append(f"removed {path}, the published final file of the same name: the pick replaces it")
+        else:
+            notes.append(
+                f"{path} has the same name; <lora:{clean_name}:…> may load that one instead, rename or remove it"
+            )
     return PublishedPick(model, sidecar, backups, notes)
 
 
@@ -165,5 +205,7 @@ def pick_version(
     path = record_pick(version.path, pick)
     published = None
     if lora_dir is not None:
-        published = publish_pick(found[epoch], lora_dir, version.output_name, pick, activation_text=activation_text)
+        published = publish_pick(
+            found[epoch], lora_dir, version.output_name, pick, activation_text=activation_text, final=found.get(None)
+        )
     return pick, path, published

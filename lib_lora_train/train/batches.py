@@ -28,25 +28,39 @@ class BatchFeed:
     """Batches of a dataset scan for a given host and settings. ``micro_batches(step)`` is what one optimiser step eats."""
 
     def __init__(self, host: TrainingHost, scan, settings, cache: LatentCache):
-        from lib_lora_train.dataset.buckets import choose_bucket, make_buckets
-        from lib_lora_train.dataset.sampler import BucketBatchSampler
+        from lib_lora_train.dataset.buckets import make_buckets
 
-        if not scan.items:
-            raise ValueError(f"{scan.root}: no usable images in the dataset folder; add images (with .txt captions)")
         self.host = host
         self.settings = settings
-        self.items = list(scan.items)
+        self.scan = scan
         self.cache = cache
         s = settings
         if s.enable_buckets:
             # a small training resolution (64-192 px tests and previews) would have no bucket above the default 256
             min_side = min(s.min_bucket_side, s.resolution)
-            buckets = make_buckets(s.resolution, step=s.bucket_step, min_side=min_side, max_side=s.max_bucket_side)
+            self.bucket_sizes = make_buckets(
+                s.resolution, step=s.bucket_step, min_side=min_side, max_side=s.max_bucket_side
+            )
         else:
-            buckets = [(s.resolution, s.resolution)]
+            self.bucket_sizes = [(s.resolution, s.resolution)]
+        self._index()
+
+    def _index(self) -> None:
+        """Buckets and the batch sampler of the scan's current items; rebuilt after images are skipped."""
+        from lib_lora_train.dataset.buckets import choose_bucket
+        from lib_lora_train.dataset.sampler import BucketBatchSampler
+
+        scan, s = self.scan, self.settings
+        if not scan.items:
+            raise ValueError(f"{scan.root}: no usable images in the dataset folder; add images (with .txt captions)")
+        self.items = list(scan.items)
         self.buckets = [
             choose_bucket(
-                *item.size, buckets, resolution=s.resolution, step=s.bucket_step, no_upscale=s.bucket_no_upscale
+                *item.size,
+                self.bucket_sizes,
+                resolution=s.resolution,
+                step=s.bucket_step,
+                no_upscale=s.bucket_no_upscale,
             )
             if s.enable_buckets
             else (s.resolution, s.resolution)
@@ -82,15 +96,42 @@ class BatchFeed:
         key = LatentKey.of(self.items[index].image_path, self.buckets[index], flip)
         return self.cache.get(key, self._encode(index, flip))
 
-    def precache(self, on_progress=None) -> int:
-        """Encode every image (both orientations with flip) before training, so the VAE cost is not per step."""
+    def precache(self, on_progress=None, on_skip=None) -> int:
+        """Decode every image once before training, skipping the ones that fail; returns the images kept.
+
+        With a latent cache each image is encoded (both orientations with flip), so the VAE cost is not per step;
+        without one it is only decoded, so that a truncated file is found now rather than mid-run. A file that
+        cannot be decoded leaves the scan (``DatasetScan.skip``), ``on_skip(problem)`` is called, and buckets and
+        the sampler are rebuilt after the last skip, so no batch ever names a skipped image. A resumed run makes
+        the same skips in the same order, so its batches match the interrupted run's.
+        """
+        from lib_lora_train.images import ImageLoadError, load_rgb
+
         flips = (False, True) if self.settings.flip else (False,)
-        todo = [(i, f) for i in range(len(self.items)) for f in flips]
-        for n, (i, f) in enumerate(todo, 1):
-            self.latent(i, f)
+        bad = []
+        for index, item in enumerate(self.items):
+            try:
+                if self.cache.mode == "none":
+                    load_rgb(item.image_path)
+                else:
+                    for flip in flips:
+                        self.latent(index, flip)
+            except ImageLoadError as exc:
+                bad.append((item, exc.reason))
             if on_progress is not None:
-                on_progress(n, len(todo))
-        return len(todo)
+                on_progress(index + 1, len(self.items))
+        for item, reason in bad:
+            problem = self.scan.skip(item, reason)
+            if on_skip is not None:
+                on_skip(problem)
+        if bad:
+            if not self.scan.items:
+                raise ValueError(
+                    f"{self.scan.root}: none of the {len(bad)} images in the dataset folder could be decoded; "
+                    "re-export them as PNG or JPEG (see the skipped files above)"
+                )
+            self._index()
+        return len(self.items)
 
     def load(self, indices: list[int], step: int, micro: int) -> Batch:
         """Latents and processed captions of one micro-batch; captions/flips drawn from (seed, step, micro)."""

@@ -77,8 +77,7 @@ def _train(host, settings, version, dataset_dir, resume, result: TrainResult) ->
     root = Path(dataset_dir) if dataset_dir is not None else Path(version.dataset)
     scan = scan_dataset(root, caption_extension=settings.caption_extension, default_repeats=settings.default_repeats)
     for problem in scan.problems:
-        host.report(ProgressEvent("log", message=f"{problem.path}: {problem.message}"))
-        log.warning("%s: %s", problem.path, problem.message)
+        _report_problem(host, problem)
     parts = host.model_parts()
     train_unet, train_te = settings.unet_lr > 0, settings.te_lr > 0
     precision = resolve_precision(settings.mixed_precision, parts.device, parts.weight_dtype)
@@ -100,9 +99,9 @@ def _train(host, settings, version, dataset_dir, resume, result: TrainResult) ->
             from lib_lora_train.train.batches import BatchFeed
 
             feed = BatchFeed(host, scan, settings, feed_cache)
-            if settings.cache_latents != "none":
-                host.report(ProgressEvent("log", message=f"caching latents of {len(feed.items)} images"))
-                feed.precache()
+            doing = "caching latents of" if settings.cache_latents != "none" else "checking"
+            host.report(ProgressEvent("log", message=f"{doing} {len(feed.items)} images"))
+            feed.precache(on_skip=lambda problem: _report_problem(host, problem))
             # peft draws the initial lora_down weights from the global generator: seed it for reproducible runs
             torch.manual_seed(derived_seed(settings.seed, "init"))
             handle = inject_adapters(parts, settings, train_unet=train_unet, train_te=train_te)
@@ -224,6 +223,12 @@ def _train(host, settings, version, dataset_dir, resume, result: TrainResult) ->
     finally:
         _restore(handle, undo, snapshots)
     return result
+
+
+def _report_problem(host, problem) -> None:
+    """A dataset problem (found by the scan, or an image that failed to decode) into the run log and the UI."""
+    host.report(ProgressEvent("log", message=str(problem)))
+    log.warning("%s", problem)
 
 
 def _samples(host, snapshots, settings, version, epoch: int, step: int, total_steps: int) -> None:
