@@ -127,6 +127,13 @@ class TrainingHost:
         """Generate preview images with the adapters active; hosts that cannot return an empty list."""
         return []
 
+    def use_clip_skip(self, clip_skip: int) -> Callable[[], None]:
+        """Encode text with this clip skip (1 = last layer) during training; returns a function that undoes it.
+
+        Called only when the settings ask for a clip skip other than the host's own (``ModelParts.clip_skip``).
+        """
+        return lambda: None
+
     def set_gradient_checkpointing(self, enabled: bool) -> Callable[[], None]:
         """Turn gradient checkpointing on for the UNet (and text encoders); returns a function that undoes it."""
         return lambda: None

@@ -44,14 +44,25 @@ def iter_image_files(folder: str | os.PathLike, *, recursive: bool = True) -> It
                 yield Path(dirpath) / name
 
 
-def flatten_to_rgb(image: Image.Image, background: tuple[int, int, int] = BACKGROUND) -> Image.Image:
-    """Any PIL mode to RGB, compositing transparency onto ``background``."""
+def flatten_to_rgb(
+    image: Image.Image, background: tuple[int, int, int] = BACKGROUND, *, sixteen_bit: bool | None = None
+) -> Image.Image:
+    """Any PIL mode to RGB, compositing transparency onto ``background``.
+
+    ``sixteen_bit`` says whether an integer greyscale image ("I") holds 16-bit samples; ``None`` guesses from the
+    values. "I;16*" modes are always 16-bit.
+    """
     if image.mode in ("I;16", "I;16B", "I;16L", "I"):
         # 16/32-bit greyscale: scale to 8 bits instead of letting PIL clip everything above 255 to white
         import numpy as np
 
         arr = np.asarray(image, dtype=np.float64)
-        peak = 65535.0 if arr.max() > 255 else 255.0
+        if image.mode.startswith("I;16"):
+            sixteen_bit = True
+        elif sixteen_bit is None:
+            # a guess: a dark 16-bit image whose samples all stay below 256 would come out too bright
+            sixteen_bit = bool(arr.size) and arr.max() > 255
+        peak = 65535.0 if sixteen_bit else 255.0
         image = Image.fromarray((arr / peak * 255.0).round().clip(0, 255).astype("uint8"), "L")
     if image.mode == "F":
         image = image.convert("L")
@@ -78,10 +89,16 @@ def load_rgb(path: str | os.PathLike) -> Image.Image:
             if getattr(image, "is_animated", False):
                 image.seek(0)
             image.load()
+            # Pillow opens 16-bit greyscale PNGs as mode "I"; PNG has no other source of that mode
+            sixteen_bit = True if image.format == "PNG" and image.mode == "I" else None
             upright = ImageOps.exif_transpose(image)
-            return flatten_to_rgb(upright).copy()
+            return flatten_to_rgb(upright, sixteen_bit=sixteen_bit).copy()
     except ImageLoadError:
         raise
+    except Image.DecompressionBombError:
+        raise ImageLoadError(
+            p, "the image is too large to open safely (over about 178 megapixels); scale it down"
+        ) from None
     except FileNotFoundError:
         raise ImageLoadError(p, "the file does not exist (was it moved or deleted?)") from None
     except UnidentifiedImageError:

@@ -1,0 +1,1 @@
+"""The LoRA training engine: adapters, optimisers, schedules, the step loop and ``train_version``."""

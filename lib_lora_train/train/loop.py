@@ -1,0 +1,166 @@
+"""The step loop: micro-batches -> loss -> backward -> optimiser step, with stop checks between steps.
+
+The loop knows nothing about files; the runner passes ``on_epoch_end`` (checkpoints, samples) and ``on_stop``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+
+from lib_lora_train.host import Conditioning, ModelParts, TrainingHost
+from lib_lora_train.train import noise as N
+from lib_lora_train.train.batches import BatchFeed
+from lib_lora_train.train.events import ProgressEvent, ProgressMeter
+from lib_lora_train.train.precision import Precision, autocast
+
+
+@dataclass
+class LoopContext:
+    host: TrainingHost
+    parts: ModelParts
+    settings: object
+    feed: BatchFeed
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: object
+    precision: Precision
+    params: list[torch.nn.Parameter]
+    train_te: bool
+    total_steps: int
+    total_epochs: int
+    # how often the loss is read back from the device: .item() forces a sync that stalls a GPU pipeline
+    loss_read_every: int = 1
+    text_cache: dict = field(default_factory=dict)
+
+
+@dataclass
+class LoopOutcome:
+    status: str  # "done" or "stopped"
+    steps: int
+    last_loss: float | None
+
+
+def _encode_text(ctx: LoopContext, batch) -> Conditioning:
+    if ctx.train_te:
+        return ctx.host.encode_text(batch.captions, batch.geometry)
+    # frozen text encoders: each caption's conditioning is computed once (per geometry, which SDXL conditions on)
+    rows = []
+    for caption, geo in zip(batch.captions, batch.geometry, strict=False):
+        key = (caption, geo)
+        if key not in ctx.text_cache:
+            with torch.no_grad():
+                ctx.text_cache[key] = ctx.host.encode_text([caption], [geo])
+            if len(ctx.text_cache) > 4096:
+                ctx.text_cache.pop(next(iter(ctx.text_cache)))
+        rows.append(ctx.text_cache[key])
+    vector = torch.cat([r.vector for r in rows]) if rows[0].vector is not None else None
+    return Conditioning(context=torch.cat([r.context for r in rows]), vector=vector)
+
+
+def micro_batch_loss(ctx: LoopContext, step: int, micro: int, indices: list[int]) -> torch.Tensor:
+    """The (min-SNR weighted) MSE loss of one micro-batch; noise and timesteps drawn from (seed, step, micro)."""
+    s, parts = ctx.settings, ctx.parts
+    batch = ctx.feed.load(indices, step, micro)
+    gen = N.step_generator(s.seed, step, f"noise{micro}")
+    latents = batch.latents
+    noise = N.make_noise(tuple(latents.shape), gen, s.noise_offset)
+    timesteps = N.sample_timesteps(latents.shape[0], parts.num_train_timesteps, gen)
+    noisy = N.add_noise(latents, noise, timesteps, parts.alphas_cumprod)
+    target = N.training_target(parts.prediction, latents, noise, timesteps, parts.alphas_cumprod)
+    device = parts.device
+    in_dtype = parts.weight_dtype if ctx.precision.autocast_dtype is None else torch.float32
+    with autocast(ctx.precision, device):
+        cond = _encode_text(ctx, batch)
+        pred = ctx.host.predict(noisy.to(device, in_dtype), timesteps.to(device), cond)
+    per_sample = torch.nn.functional.mse_loss(pred.float(), target.to(device), reduction="none").mean(dim=(1, 2, 3))
+    if s.min_snr_gamma > 0:
+        per_sample = per_sample * N.min_snr_weights(
+            timesteps, parts.alphas_cumprod, s.min_snr_gamma, parts.prediction
+        ).to(device)
+    return per_sample.mean()
+
+
+def optimizer_step(ctx: LoopContext, step: int) -> torch.Tensor:
+    """One optimiser step over the step's micro-batches; returns the mean loss as a detached device tensor."""
+    micro_batches = ctx.feed.micro_batches(step)
+    total = torch.zeros((), device=ctx.parts.device)
+    for micro, indices in enumerate(micro_batches):
+        loss = micro_batch_loss(ctx, step, micro, indices) / len(micro_batches)
+        ctx.scaler.scale(loss).backward()
+        total += loss.detach()
+    if ctx.settings.max_grad_norm > 0:
+        ctx.scaler.unscale_(ctx.optimizer)
+        torch.nn.utils.clip_grad_norm_(ctx.params, ctx.settings.max_grad_norm)
+    ctx.scaler.step(ctx.optimizer)
+    ctx.scaler.update()
+    ctx.scheduler.step()
+    ctx.optimizer.zero_grad(set_to_none=True)
+    return total
+
+
+def run_loop(
+    ctx: LoopContext,
+    start_step: int,
+    *,
+    on_epoch_end: Callable[[int, int], None],
+    on_losses: Callable[[list[tuple[int, int, float, float, float]]], None] = lambda rows: None,
+) -> LoopOutcome:
+    """Train from ``start_step`` to ``ctx.total_steps``; ``on_epoch_end(epoch, step)`` after each (1-based) epoch.
+
+    ``on_losses`` receives rows ``(step, epoch, loss, loss_avg, lr)`` whenever losses are read back.
+    """
+    meter = ProgressMeter(ctx.total_steps, start_step)
+    pending: list[tuple[int, torch.Tensor, float]] = []
+    last_loss = None
+    steps_per_epoch = ctx.feed.steps_per_epoch
+    step = start_step
+    while step < ctx.total_steps:
+        if ctx.host.should_stop():
+            _flush(pending, meter, on_losses, steps_per_epoch)
+            return LoopOutcome("stopped", step, last_loss)
+        lr = ctx.scheduler.get_last_lr()[0]
+        # per-step seeds also for anything inside the model that draws from the global generator (dropout)
+        torch.manual_seed(N.derived_seed(ctx.settings.seed, step, "torch"))
+        loss = optimizer_step(ctx, step)
+        step += 1
+        meter.tick(step)
+        pending.append((step, loss, lr))
+        if len(pending) >= ctx.loss_read_every or step == ctx.total_steps:
+            newest = _flush(pending, meter, on_losses, steps_per_epoch)
+            last_loss = newest if newest is not None else last_loss
+        epoch = (step - 1) // steps_per_epoch + 1
+        ctx.host.report(
+            ProgressEvent(
+                "step",
+                step,
+                ctx.total_steps,
+                epoch,
+                ctx.total_epochs,
+                last_loss,
+                meter.loss_avg,
+                lr,
+                meter.it_per_s,
+                meter.eta_s(step),
+            )
+        )
+        if step % steps_per_epoch == 0 or step == ctx.total_steps:
+            _flush(pending, meter, on_losses, steps_per_epoch)
+            on_epoch_end(epoch, step)
+    return LoopOutcome("done", step, last_loss)
+
+
+def _flush(pending, meter: ProgressMeter, on_losses, steps_per_epoch: int) -> float | None:
+    """Read the pending losses back in one transfer; returns the newest."""
+    if not pending:
+        return None
+    values = torch.stack([loss for _, loss, _ in pending]).float().cpu().tolist()
+    rows = []
+    for (step, _, lr), value in zip(pending, values, strict=True):
+        meter.add_loss(value)
+        rows.append((step, (step - 1) // steps_per_epoch + 1, value, meter.loss_avg, lr))
+    on_losses(rows)
+    pending.clear()
+    return values[-1]

@@ -1,0 +1,80 @@
+"""Diffusion training math as pure functions: per-step random numbers, noising, targets and loss weights.
+
+Every random number of a step comes from a generator seeded by (seed, step, purpose), so a run resumed at step k
+draws exactly what an uninterrupted run draws at step k.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import torch
+
+
+def derived_seed(seed: int, *parts: int | str) -> int:
+    """A 63-bit seed derived from ``seed`` and any labels (step number, purpose); stable across runs and machines."""
+    text = ":".join(str(p) for p in (seed, *parts))
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little") & (2**63 - 1)
+
+
+def step_generator(seed: int, step: int, purpose: str) -> torch.Generator:
+    """A CPU generator for one purpose of one step (CPU so that the numbers are the same on every device)."""
+    return torch.Generator(device="cpu").manual_seed(derived_seed(seed, step, purpose))
+
+
+def sample_timesteps(batch: int, num_train_timesteps: int, generator: torch.Generator) -> torch.Tensor:
+    """Uniform integer timesteps in [0, num_train_timesteps), shape (batch,), int64 on the CPU."""
+    return torch.randint(0, num_train_timesteps, (batch,), generator=generator, dtype=torch.long)
+
+
+def make_noise(shape: tuple[int, ...], generator: torch.Generator, noise_offset: float = 0.0) -> torch.Tensor:
+    """Gaussian noise (CPU, fp32); with ``noise_offset`` a per-channel constant is added (Guttenberg's offset noise),
+    which lets the model learn very dark and very bright images."""
+    noise = torch.randn(shape, generator=generator)
+    if noise_offset > 0:
+        noise = noise + noise_offset * torch.randn((shape[0], shape[1], 1, 1), generator=generator)
+    return noise
+
+
+def _gather(values: torch.Tensor, timesteps: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    out = values.to(like.device)[timesteps.to(like.device)].float()
+    return out.reshape(-1, *([1] * (like.dim() - 1)))
+
+
+def add_noise(latents: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor, alphas_cumprod: torch.Tensor):
+    """x_t = sqrt(a_t) x_0 + sqrt(1 - a_t) eps (the forward diffusion process)."""
+    a = _gather(alphas_cumprod, timesteps, latents)
+    return a.sqrt() * latents + (1 - a).sqrt() * noise
+
+
+def v_target(latents: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor, alphas_cumprod: torch.Tensor):
+    """The velocity target of v-prediction models: v = sqrt(a_t) eps - sqrt(1 - a_t) x_0."""
+    a = _gather(alphas_cumprod, timesteps, latents)
+    return a.sqrt() * noise - (1 - a).sqrt() * latents
+
+
+def training_target(prediction: str, latents, noise, timesteps, alphas_cumprod) -> torch.Tensor:
+    """What the model should output: the noise for eps models, the velocity for v models."""
+    if prediction == "v":
+        return v_target(latents, noise, timesteps, alphas_cumprod)
+    return noise
+
+
+def snr(timesteps: torch.Tensor, alphas_cumprod: torch.Tensor) -> torch.Tensor:
+    """Signal-to-noise ratio a_t / (1 - a_t) per timestep."""
+    a = alphas_cumprod[timesteps.cpu()].double()
+    return (a / (1 - a)).float()
+
+
+def min_snr_weights(
+    timesteps: torch.Tensor, alphas_cumprod: torch.Tensor, gamma: float, prediction: str
+) -> torch.Tensor:
+    """Min-SNR-gamma loss weights (Hang et al. 2023): min(SNR, gamma) / SNR for eps, min(SNR, gamma) / (SNR + 1) for v.
+
+    ``gamma <= 0`` means off (all ones).
+    """
+    s = snr(timesteps, alphas_cumprod)
+    if gamma <= 0:
+        return torch.ones_like(s)
+    clipped = torch.minimum(s, torch.full_like(s, gamma))
+    return clipped / (s + 1) if prediction == "v" else clipped / s

@@ -1,0 +1,257 @@
+"""``train_version``: one training run of a project version on a host, from dataset scan to the final LoRA file.
+
+The host's model is borrowed: every exit path (done, stopped, exception) takes the adapters out, restores flags,
+gradient checkpointing, clip skip and the global RNG, and checks that the module tree is exactly as it was.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from lib_lora_train.host import TrainingHost
+from lib_lora_train.store.logs import LossLog
+from lib_lora_train.train.adapters import inject_adapters
+from lib_lora_train.train.events import ProgressEvent
+from lib_lora_train.train.latents import LatentCache
+from lib_lora_train.train.loop import LoopContext, run_loop
+from lib_lora_train.train.noise import derived_seed
+from lib_lora_train.train.optimizers import build_optimizer
+from lib_lora_train.train.precision import fast_kernels, make_scaler, resolve_precision
+from lib_lora_train.train.runlog import run_log
+from lib_lora_train.train.saving import render_and_save_samples, sample_requests, save_checkpoint
+from lib_lora_train.train.schedulers import build_scheduler
+from lib_lora_train.train.state import load_training_state, save_training_state
+from lib_lora_train.train.tree_guard import TreeSnapshot
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainResult:
+    status: str  # "done" | "stopped" | "error"
+    checkpoints: list[Path] = field(default_factory=list)
+    steps: int = 0
+    final_loss: float | None = None
+    message: str = ""
+
+
+def state_folder(version) -> Path:
+    """Where ``save_state`` keeps the resumable state of a version."""
+    return Path(version.path) / "state"
+
+
+def plan_length(settings, steps_per_epoch: int) -> tuple[int, int]:
+    """(total optimiser steps, total epochs): max_steps wins over epochs when set."""
+    if settings.max_steps > 0:
+        return settings.max_steps, math.ceil(settings.max_steps / steps_per_epoch)
+    return settings.epochs * steps_per_epoch, settings.epochs
+
+
+def train_version(
+    host: TrainingHost, settings, version, *, dataset_dir: Path | None = None, resume: bool = False
+) -> TrainResult:
+    """Train ``version`` (a store VersionPaths) on ``host`` with ``settings``; see the module docstring."""
+    result = TrainResult("error")
+    with run_log(Path(version.logs) / "run.log"):
+        try:
+            with host.training_session():
+                result = host.run_exclusive(lambda: _train(host, settings, version, dataset_dir, resume, result))
+        except Exception as exc:  # reported, not raised: the UI shows the message, the log keeps the traceback
+            log.error("training failed: %s\n%s", exc, traceback.format_exc())
+            result.status = "error"
+            result.message = f"{type(exc).__name__}: {exc}"
+            host.report(ProgressEvent("error", result.steps, message=result.message))
+    return result
+
+
+def _train(host, settings, version, dataset_dir, resume, result: TrainResult) -> TrainResult:
+    from lib_lora_train.dataset.scan import scan_dataset
+
+    root = Path(dataset_dir) if dataset_dir is not None else Path(version.dataset)
+    scan = scan_dataset(root, caption_extension=settings.caption_extension, default_repeats=settings.default_repeats)
+    for problem in scan.problems:
+        host.report(ProgressEvent("log", message=f"{problem.path}: {problem.message}"))
+        log.warning("%s: %s", problem.path, problem.message)
+    parts = host.model_parts()
+    train_unet, train_te = settings.unet_lr > 0, settings.te_lr > 0
+    precision = resolve_precision(settings.mixed_precision, parts.device, parts.weight_dtype)
+    if precision.note:
+        log.info("%s", precision.note)
+        host.report(ProgressEvent("log", message=precision.note))
+    snapshots = [(t.module, TreeSnapshot.take(t.module)) for t in [parts.unet, *parts.text_encoders]]
+    undo: list = []
+    handle = None
+    try:
+        devices = [parts.device] if parts.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices), fast_kernels(parts.device):
+            for module, _ in snapshots:
+                module.requires_grad_(False)
+            if settings.clip_skip and settings.clip_skip != parts.clip_skip:
+                undo.append(host.use_clip_skip(settings.clip_skip))
+            cache_folder = Path(version.path) / "cache" / "latents"
+            feed_cache = LatentCache(settings.cache_latents, cache_folder if settings.cache_latents == "disk" else None)
+            from lib_lora_train.train.batches import BatchFeed
+
+            feed = BatchFeed(host, scan, settings, feed_cache)
+            if settings.cache_latents != "none":
+                host.report(ProgressEvent("log", message=f"caching latents of {len(feed.items)} images"))
+                feed.precache()
+            # peft draws the initial lora_down weights from the global generator: seed it for reproducible runs
+            torch.manual_seed(derived_seed(settings.seed, "init"))
+            handle = inject_adapters(parts, settings, train_unet=train_unet, train_te=train_te)
+            undo.append(host.set_gradient_checkpointing(settings.gradient_checkpointing))
+            for module, _ in snapshots:
+                module.train()
+            groups = [{"params": handle.parameters("unet"), "lr": settings.unet_lr}] if train_unet else []
+            if train_te:
+                groups.append({"params": handle.parameters("te"), "lr": settings.te_lr})
+            groups = [g for g in groups if g["params"]]
+            optimizer = build_optimizer(settings.optimizer, groups, weight_decay=settings.weight_decay)
+            total_steps, total_epochs = plan_length(settings, feed.steps_per_epoch)
+            scheduler = build_scheduler(optimizer, settings, total_steps)
+            scaler = make_scaler(precision, parts.device)
+            named = handle.named_parameters()
+            start = 0
+            if resume:
+                point = load_training_state(
+                    state_folder(version), params=named, optimizer=optimizer, scheduler=scheduler, scaler=scaler
+                )
+                start = point.step
+                log.info("resuming at step %d", start)
+            ctx = LoopContext(
+                host,
+                parts,
+                settings,
+                feed,
+                optimizer,
+                scheduler,
+                scaler,
+                precision,
+                [p for g in groups for p in g["params"]],
+                train_te,
+                total_steps,
+                total_epochs,
+                loss_read_every=1 if parts.device.type == "cpu" else 10,
+            )
+            started_at = time.time()
+            output_name = settings.output_name or version.output_name
+            host.report(
+                ProgressEvent(
+                    "start",
+                    start,
+                    total_steps,
+                    start // feed.steps_per_epoch,
+                    total_epochs,
+                    message=f"{len(named)} adapter tensors",
+                )
+            )
+
+            def save(epoch: int | None, step: int) -> None:
+                path = version.checkpoint_file(epoch)
+                shown = epoch if epoch is not None else total_epochs
+                save_checkpoint(
+                    path,
+                    handle,
+                    parts,
+                    settings,
+                    scan,
+                    output_name=output_name,
+                    epoch=shown,
+                    num_epochs=total_epochs,
+                    steps=step,
+                    started_at=started_at,
+                    max_train_steps=total_steps,
+                    num_batches_per_epoch=feed.batches_per_epoch,
+                )
+                result.checkpoints.append(Path(path))
+                host.report(ProgressEvent("checkpoint", step, total_steps, shown, total_epochs, path=str(path)))
+
+            def save_state(step: int) -> None:
+                save_training_state(
+                    state_folder(version),
+                    params=named,
+                    optimizer=optimizer,
+                    scheduler=scheduler,
+                    scaler=scaler,
+                    step=step,
+                    epoch=step // feed.steps_per_epoch,
+                )
+
+            def on_epoch_end(epoch: int, step: int) -> None:
+                last = step == total_steps
+                host.report(ProgressEvent("epoch", step, total_steps, epoch, total_epochs))
+                if last:
+                    save(None, step)
+                elif settings.save_every and epoch % settings.save_every == 0:
+                    save(epoch, step)
+                if settings.save_state and not last and (not settings.save_every or epoch % settings.save_every == 0):
+                    save_state(step)
+                if settings.sample_every and settings.sample_prompts and (epoch % settings.sample_every == 0 or last):
+                    _samples(host, snapshots, settings, version, epoch, step, total_steps)
+
+            with LossLog(version.loss_log) as loss_log:
+                outcome = run_loop(
+                    ctx, start, on_epoch_end=on_epoch_end, on_losses=lambda rows: [loss_log.append(*r) for r in rows]
+                )
+            result.steps, result.final_loss = outcome.steps, outcome.last_loss
+            if outcome.status == "stopped":
+                if settings.save_state:
+                    save_state(outcome.steps)
+                result.status, result.message = "stopped", f"stopped at step {outcome.steps} of {total_steps}"
+                host.report(ProgressEvent("stopped", outcome.steps, total_steps, message=result.message))
+            else:
+                result.status, result.message = "done", f"trained {outcome.steps} steps"
+                host.report(
+                    ProgressEvent(
+                        "done",
+                        outcome.steps,
+                        total_steps,
+                        total_epochs,
+                        total_epochs,
+                        outcome.last_loss,
+                        path=str(result.checkpoints[-1]) if result.checkpoints else "",
+                    )
+                )
+    finally:
+        _restore(handle, undo, snapshots)
+    return result
+
+
+def _samples(host, snapshots, settings, version, epoch: int, step: int, total_steps: int) -> None:
+    for module, _ in snapshots:
+        module.eval()
+    try:
+        paths = render_and_save_samples(host, sample_requests(settings), Path(version.samples), epoch)
+    finally:
+        for module, _ in snapshots:
+            module.train()
+    for path in paths:
+        host.report(ProgressEvent("sample", step, total_steps, epoch, path=str(path)))
+
+
+def _restore(handle, undo: list, snapshots) -> None:
+    """Undo in reverse order; adapters out before the flags, then prove each tree is as it was."""
+    errors = []
+    for fn in reversed(undo):
+        try:
+            fn()
+        except Exception as exc:  # keep restoring the rest
+            errors.append(f"{exc}")
+    if handle is not None:
+        try:
+            handle.remove()
+        except Exception as exc:
+            errors.append(f"{exc}")
+    problems = []
+    for module, snapshot in snapshots:
+        snapshot.restore_flags(module)
+        problems += snapshot.differences(module)
+    if errors or problems:
+        raise RuntimeError("could not restore the host's model: " + "; ".join((errors + problems)[:5]))

@@ -1,0 +1,150 @@
+"""What the Train Tools tab's buttons do, as plain functions over the project store and the job runner (no gradio),
+so that they are tested without a browser. Each returns values for the tab to show; errors come back as messages."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any, get_type_hints
+
+from lib_lora_train.settings import (
+    LATENT_CACHE,
+    NETWORKS,
+    OPTIMIZERS,
+    PRECISIONS,
+    SAVE_PRECISIONS,
+    SCHEDULERS,
+    SettingsError,
+    TrainSettings,
+)
+from lib_lora_train.webui.jobs import JobBusy, JobRunner, JobStatus, TrainJob
+from lib_lora_train.webui.train_plan import FolderPlan, apply_repeats, plan_steps, split_repeat_folder
+
+CHOICES = {
+    "network": NETWORKS,
+    "optimizer": OPTIMIZERS,
+    "lr_scheduler": SCHEDULERS,
+    "mixed_precision": PRECISIONS,
+    "save_precision": SAVE_PRECISIONS,
+    "cache_latents": LATENT_CACHE,
+}
+# shown unfolded; every other engine option sits in the "Advanced" accordion
+BASIC = ("network", "rank", "alpha", "resolution", "epochs", "batch_size", "unet_lr", "te_lr", "save_every",
+         "sample_every", "sample_prompts", "seed")  # fmt: skip
+FIELD_NAMES = tuple(f.name for f in dataclasses.fields(TrainSettings))
+FIELD_TYPES = {name: str(hint) for name, hint in get_type_hints(TrainSettings).items()}
+
+
+def settings_from_values(values: list[Any]) -> TrainSettings:
+    """The settings form (values in ``FIELD_NAMES`` order) -> validated settings; SettingsError names the field."""
+    data = dict(zip(FIELD_NAMES, values, strict=True))
+    for name, kind in FIELD_TYPES.items():
+        if kind == "int" and isinstance(data[name], float):
+            data[name] = int(data[name]) if data[name].is_integer() else data[name]
+    return TrainSettings.from_dict(data)
+
+
+def values_from_settings(settings: TrainSettings) -> list[Any]:
+    """Settings -> form values (lists shown one per line)."""
+    data = settings.to_dict()
+    return ["\n".join(data[n]) if isinstance(data[n], list) else data[n] for n in FIELD_NAMES]
+
+
+def scan_folders(folder: str, default_repeats: int = 1) -> list[list[Any]]:
+    """Rows ``[folder, images, repeats]`` for the repeats table: each first-level sub-folder, or the folder itself."""
+    from lib_lora_train.dataset.scan import scan_dataset
+
+    scan = scan_dataset(Path(folder), default_repeats=default_repeats)
+    return [[name, d["img_count"], d["n_repeats"]] for name, d in scan.dataset_dirs.items()]
+
+
+def step_summary(rows: list[list[Any]], batch_size: float, epochs: float, grad_accum: float = 1,
+                 max_steps: float = 0) -> str:  # fmt: skip
+    """The live step calculator's text."""
+    folders = []
+    for row in rows or []:
+        try:
+            folders.append(FolderPlan(str(row[0]), int(row[1]), max(1, int(row[2]))))
+        except (TypeError, ValueError, IndexError):
+            continue
+    plan = plan_steps(folders, batch_size=int(batch_size or 1), epochs=int(epochs or 1),
+                      grad_accum=int(grad_accum or 1), max_steps=int(max_steps or 0))  # fmt: skip
+    return (
+        f"**{plan.per_epoch_images}** images × repeats per epoch → **{plan.steps_per_epoch}** steps per epoch, "
+        f"**{plan.total_steps}** steps over {plan.epochs} epochs. {plan.advice}."
+    )
+
+
+def repeats_by_folder(rows: list[list[Any]]) -> dict[str, int]:
+    """Repeats table -> {bare folder name: repeats} for ``apply_repeats``."""
+    table = {}
+    for row in rows or []:
+        try:
+            table[split_repeat_folder(str(row[0]))[1]] = max(1, int(row[2]))
+        except (TypeError, ValueError, IndexError):
+            continue
+    return table
+
+
+def start_job(runner: JobRunner, store, project: str, version: str, folder: str, rows, settings: TrainSettings,
+              *, task_id: str | None = None) -> str:  # fmt: skip
+    """Snapshot the dataset with the table's repeats and start training; returns a message for the status line."""
+    if not project or not version:
+        return "Pick or create a project and a version first."
+    folder = (folder or "").strip()
+    try:
+        paths = store.version(project, version) if store.has_version(project, version) else None
+        if paths is None:
+            paths = store.create_version(project, version)
+        if folder:
+            paths.snapshot_dataset(folder)
+        repeats = repeats_by_folder(rows)
+        if repeats and paths.dataset.is_dir():
+            apply_repeats(paths.dataset, repeats)
+        runner.start(TrainJob(project, version, settings, None), task_id=task_id)
+    except (JobBusy, SettingsError, ValueError, OSError) as exc:
+        return f"Not started: {exc}"
+    return f"Training {project}/{version}…"
+
+
+def status_markdown(status: JobStatus) -> str:
+    """One status line: state, step/total, epoch, loss, speed and ETA, last message."""
+    if status.state == "idle":
+        return "No training job has run since the WebUI started."
+    parts = [f"**{status.state}** {status.project}/{status.version}", f"step {status.step}/{status.total}",
+             f"epoch {status.epoch}/{status.total_epochs}"]  # fmt: skip
+    if status.loss_avg is not None:
+        parts.append(f"loss {status.loss_avg:.4f}")
+    if status.it_per_s:
+        parts.append(f"{status.it_per_s:.2f} it/s")
+    if status.eta_s and status.state == "running":
+        parts.append(f"ETA {int(status.eta_s) // 60}:{int(status.eta_s) % 60:02d}")
+    return " · ".join(parts) + (f"\n\n{status.message}" if status.message else "")
+
+
+def checkpoint_rows(store, project: str, version: str) -> list[list[Any]]:
+    """``[file, epoch, steps, rank/alpha, network, lora tag]`` for each checkpoint of a version, from its metadata."""
+    if not project or not version or not store.has_version(project, version):
+        return []
+    rows = []
+    for epoch, path in store.version(project, version).list_checkpoints():
+        meta = read_metadata(path)
+        rows.append([
+            path.name, epoch if epoch is not None else "final", meta.get("ss_steps", ""),
+            f"{meta.get('ss_network_dim', '?')}/{meta.get('ss_network_alpha', '?')}",
+            meta.get("ss_network_module", ""), f"<lora:{path.stem}:0.8>",
+        ])  # fmt: skip
+    return rows
+
+
+def read_metadata(path: Path) -> dict[str, str]:
+    """A safetensors file's metadata, read from the header only; {} when unreadable."""
+    try:
+        with open(path, "rb") as handle:
+            length = int.from_bytes(handle.read(8), "little")
+            if not 0 < length < 100_000_000:
+                return {}
+            return json.loads(handle.read(length)).get("__metadata__", {}) or {}
+    except (OSError, ValueError):
+        return {}

@@ -1,0 +1,219 @@
+"""Saving: only changed captions, atomically, with optional backups; interruptions never leave partial files."""
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from tag_editor_helpers import make_folder
+
+from lib_lora_train.tag_editor import saving
+from lib_lora_train.tag_editor.dataset import Dataset
+from lib_lora_train.tag_editor.operations import AddTags, RemoveTags
+from lib_lora_train.tag_editor.saving import save_dataset
+
+ROOT = Path(__file__).resolve().parents[1]
+DURABILITIES = ["batch", "per_file", "none"]
+
+
+def caption_texts(folder: Path) -> dict[str, str]:
+    return {p.name: p.read_text(encoding="utf-8") for p in sorted(folder.glob("*.txt"))}
+
+
+@pytest.mark.parametrize("durability", DURABILITIES)
+def test_save_writes_only_changed_captions(tmp_path, durability):
+    folder = make_folder(tmp_path / "ds", {"a.png": "x,y", "b.png": "y", "c.png": None, "d.png": None})
+    ds = Dataset.load(folder)
+    before_b = os.stat(folder / "b.txt").st_mtime_ns
+    ds.apply(RemoveTags(("x",)))
+    ds.set_caption(ds.find("c.png"), "new ,tag")
+    report = save_dataset(ds, durability=durability)
+    assert report.ok and sorted(Path(p).name for p in report.written) == ["a.txt", "c.txt"]
+    assert caption_texts(folder) == {"a.txt": "y", "b.txt": "y", "c.txt": "new, tag"}
+    assert os.stat(folder / "b.txt").st_mtime_ns == before_b
+    assert not (folder / "d.txt").exists()  # an untouched image without caption gets no empty file
+    assert not ds.dirty
+    assert save_dataset(ds, durability=durability).written == []
+    assert not [p for p in folder.iterdir() if p.name.endswith(".tmp")]
+
+
+@pytest.mark.parametrize("durability", DURABILITIES)
+def test_backup_keeps_the_previous_text(tmp_path, durability):
+    folder = make_folder(tmp_path / "ds", {"a.png": "old,  text", "b.png": None})
+    ds = Dataset.load(folder)
+    ds.apply(AddTags(("mychar",)))
+    report = save_dataset(ds, backup=True, durability=durability)
+    assert (folder / "a.txt.bak").read_text(encoding="utf-8") == "old,  text"
+    assert not (folder / "b.txt.bak").exists()
+    assert [Path(p).name for p in report.backups] == ["a.txt.bak"]
+    assert caption_texts(folder)["a.txt"] == "mychar, old, text"
+
+
+@pytest.mark.parametrize("durability", DURABILITIES)
+def test_non_utf8_caption_is_never_rewritten(tmp_path, durability):
+    raw = b"caf\xe9, \xff\xfe junk"
+    folder = make_folder(tmp_path / "ds", {"bad.png": raw, "ok.png": "a"})
+    ds = Dataset.load(folder)
+    ds.apply(AddTags(("mychar",)))
+    ds.apply(RemoveTags(("a",)))
+    report = save_dataset(ds, backup=True, durability=durability)
+    assert (folder / "bad.txt").read_bytes() == raw
+    assert not (folder / "bad.txt.bak").exists()
+    assert report.locked == 1 and "untouched" in report.summary()
+
+
+def test_saved_file_keeps_its_permissions(tmp_path):
+    folder = make_folder(tmp_path / "ds", {"a.png": "x"})
+    os.chmod(folder / "a.txt", 0o600)
+    ds = Dataset.load(folder)
+    ds.apply(AddTags(("y",)))
+    save_dataset(ds)
+    assert os.stat(folder / "a.txt").st_mode & 0o777 == 0o600
+
+
+def test_a_failing_file_is_reported_and_stays_unsaved_while_others_save(tmp_path, monkeypatch):
+    folder = make_folder(tmp_path / "ds", {"a.png": "x", "b.png": "x"})
+    ds = Dataset.load(folder)
+    ds.apply(AddTags(("y",)))
+    real_replace = os.replace
+
+    def refuse_a(src, dst):
+        if str(dst).endswith("a.txt"):
+            raise PermissionError(13, "Permission denied")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(saving.os, "replace", refuse_a)
+    report = save_dataset(ds)
+    assert not report.ok and "a.txt: not saved (Permission denied)" in report.failures[0]
+    assert caption_texts(folder) == {"a.txt": "x", "b.txt": "y, x"}
+    assert ds.dirty_ids() == [ds.find("a.png")]
+    assert not [p for p in folder.iterdir() if p.name.endswith(".tmp")]
+
+
+@pytest.mark.parametrize("k", [0, 3, 7])
+def test_interrupted_save_leaves_every_caption_old_or_new(tmp_path, monkeypatch, k):
+    old = {f"{i}.png": f"tag{i}, common" for i in range(10)}
+    folder = make_folder(tmp_path / "ds", old)
+    ds = Dataset.load(folder)
+    ds.apply(AddTags(("mychar",)))
+    real_replace = os.replace
+    calls = []
+
+    def interrupted(src, dst):
+        if len(calls) == k:
+            raise KeyboardInterrupt  # the user (or the host) stopping the process mid-save
+        calls.append(dst)
+        real_replace(src, dst)
+
+    monkeypatch.setattr(saving.os, "replace", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        save_dataset(ds)
+    texts = caption_texts(folder)
+    for i in range(10):
+        assert texts[f"{i}.txt"] in (f"tag{i}, common", f"mychar, tag{i}, common")
+    assert sum(t.startswith("mychar") for t in texts.values()) == k
+    assert not [p for p in folder.iterdir() if p.name.endswith(".tmp")]
+    assert len(ds.dirty_ids()) == 10 - k  # what did not reach the disk is still unsaved
+
+
+@pytest.mark.parametrize(("count", "k"), [(8, 0), (8, 4), (40, 10)])  # 40: renames in the thread pool
+def test_save_killed_by_sigkill_leaves_every_caption_old_or_new(tmp_path, count, k):
+    if not hasattr(signal, "SIGKILL"):
+        pytest.skip("needs SIGKILL (POSIX)")
+    folder = make_folder(tmp_path / "ds", {f"{i}.png": f"t{i}, shared tag" for i in range(count)})
+    script = textwrap.dedent(
+        f"""
+        import os, signal, sys
+        sys.path.insert(0, {str(ROOT)!r})
+        from lib_lora_train.tag_editor import saving
+        from lib_lora_train.tag_editor.dataset import Dataset
+        from lib_lora_train.tag_editor.operations import AddTags
+        ds = Dataset.load({str(folder)!r})
+        ds.apply(AddTags(("mychar",)))
+        import threading
+        real, done, lock = os.replace, [], threading.Lock()
+        def dying_replace(src, dst):
+            with lock:
+                if len(done) == {k}:
+                    os.kill(os.getpid(), signal.SIGKILL)
+                done.append(dst)
+            real(src, dst)
+        saving.os.replace = dying_replace
+        saving.save_dataset(ds)
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=60)
+    assert result.returncode == -signal.SIGKILL, result.stderr.decode()
+    texts = caption_texts(folder)
+    assert len(texts) == count
+    for i in range(count):
+        assert texts[f"{i}.txt"] in (f"t{i}, shared tag", f"mychar, t{i}, shared tag")
+    renamed = sum(t.startswith("mychar") for t in texts.values())
+    # serial renames stop exactly at k; in the pool, renames that had started may or may not have finished
+    assert renamed == k if count < 2 * saving.RENAME_THREADS else renamed <= k
+    # temp files of the killed save are hidden: a reload ignores them and sees every image once
+    reloaded = Dataset.load(folder)
+    assert len(reloaded) == count and not reloaded.load_errors
+
+
+def test_unknown_durability_is_rejected(tmp_path):
+    ds = Dataset.load(make_folder(tmp_path / "ds", {"a.png": "x"}))
+    with pytest.raises(ValueError, match="durability"):
+        save_dataset(ds, durability="fast")
+
+
+def test_interrupted_parallel_save_keeps_disk_and_unsaved_marks_consistent(tmp_path, monkeypatch):
+    count = 4 * saving.RENAME_THREADS  # enough captions for the thread pool
+    folder = make_folder(tmp_path / "ds", {f"{i:03d}.png": f"tag{i}" for i in range(count)})
+    ds = Dataset.load(folder)
+    ds.apply(AddTags(("mychar",)))
+    real_replace = os.replace
+    lock = __import__("threading").Lock()
+    calls = []
+
+    def interrupted(src, dst):
+        with lock:
+            calls.append(dst)
+            if len(calls) == 10:
+                raise KeyboardInterrupt
+        real_replace(src, dst)
+
+    monkeypatch.setattr(saving.os, "replace", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        save_dataset(ds)
+    texts = caption_texts(folder)
+    new = set()
+    for i in range(count):
+        assert texts[f"{i:03d}.txt"] in (f"tag{i}", f"mychar, tag{i}")
+        if texts[f"{i:03d}.txt"].startswith("mychar"):
+            new.add(ds.find(f"{i:03d}.png"))
+    assert 9 <= len(new) < count  # the renames before the interrupt, and the few already running
+    assert set(ds.dirty_ids()) == set(ds.ids()) - new  # exactly what is not on disk stays unsaved
+    assert not [p for p in folder.iterdir() if p.name.endswith(".tmp")]
+    # the next save completes the job
+    monkeypatch.setattr(saving.os, "replace", real_replace)
+    assert save_dataset(ds).ok and all(t.startswith("mychar") for t in caption_texts(folder).values())
+
+
+@pytest.mark.parametrize("durability", DURABILITIES)
+def test_a_caption_changed_by_another_program_is_not_overwritten(tmp_path, durability):
+    folder = make_folder(tmp_path / "ds", {"a.png": "x", "b.png": "x", "c.png": None})
+    ds = Dataset.load(folder)
+    ds.apply(AddTags(("mine",)))
+    (folder / "a.txt").write_text("edited elsewhere, longer", encoding="utf-8")
+    (folder / "c.txt").write_text("created elsewhere", encoding="utf-8")
+    report = save_dataset(ds, durability=durability)
+    assert len(report.failures) == 2 and all("changed on disk since it was loaded" in f for f in report.failures)
+    assert caption_texts(folder) == {
+        "a.txt": "edited elsewhere, longer",
+        "b.txt": "mine, x",
+        "c.txt": "created elsewhere",
+    }
+    assert sorted(ds.relative(i) for i in ds.dirty_ids()) == ["a.png", "c.png"]
+    # our own save updated b's stamp: saving b again later is not mistaken for an outside change
+    ds.apply(RemoveTags(("x",)), [ds.find("b.png")])
+    assert save_dataset(ds, durability=durability, overwrite_changed=True).ok
+    assert caption_texts(folder) == {"a.txt": "mine, x", "b.txt": "mine", "c.txt": "mine"}

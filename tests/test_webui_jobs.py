@@ -1,0 +1,84 @@
+"""The background job runner: prepares the version, trains in a thread, reports, stops, publishes, survives errors."""
+
+import threading
+
+import pytest
+from webui_fakes import FakeHost, fake_train, make_dataset
+
+from lib_lora_train.settings import TrainSettings
+from lib_lora_train.store import ProjectStore
+from lib_lora_train.webui.jobs import JobBusy, JobRunner, TrainJob
+
+
+def _runner(tmp_path, train_fn, after_done=None):
+    store = ProjectStore(tmp_path / "train_tools")
+    return JobRunner(make_host=FakeHost, store_factory=lambda: store, train_fn=train_fn, after_done=after_done), store
+
+
+def test_a_job_snapshots_the_dataset_saves_settings_and_ends_done(tmp_path):
+    published = []
+    runner, store = _runner(tmp_path, fake_train(), after_done=lambda v, c: (published.extend(c) or c, ["note"]))
+    dataset = make_dataset(tmp_path / "data")
+    runner.start(TrainJob("alice", "v1", TrainSettings(rank=4), dataset))
+    assert runner.wait(10)
+    status = runner.status()
+    assert status.state == "done" and status.step == 4 and status.total == 4
+    assert [p.rsplit("/", 1)[-1] for p in status.checkpoints] == [
+        "alice-v1-000001.safetensors",
+        "alice-v1-000002.safetensors",
+    ]
+    assert status.losses == [(1, 1.0), (2, 0.5), (3, 1 / 3), (4, 0.25)]
+    assert len(published) == 2 and "note" in status.log
+    version = store.version("alice", "v1")
+    assert version.load_settings().rank == 4
+    assert sorted(p.name for p in (version.dataset / "5_alice").iterdir())[:2] == ["0.png", "0.txt"]
+
+
+def test_only_one_job_at_a_time_and_stop_ends_it_stopped(tmp_path):
+    gate = threading.Event()
+    runner, _ = _runner(tmp_path, fake_train(gate))
+    dataset = make_dataset(tmp_path / "data")
+    first = runner.start(TrainJob("alice", "v1", TrainSettings(), dataset))
+    assert first.state == "running"
+    with pytest.raises(JobBusy, match="alice/v1 is training"):
+        runner.start(TrainJob("alice", "v2", TrainSettings(), dataset))
+    runner.stop()
+    gate.set()
+    assert runner.wait(10)
+    assert runner.status().state == "stopped"
+    assert "stop requested" in runner.status().log
+
+
+def test_an_exception_in_training_ends_in_error_with_the_message(tmp_path):
+    runner, _ = _runner(tmp_path, fake_train(fail=True))
+    runner.start(TrainJob("alice", "v1", TrainSettings(), make_dataset(tmp_path / "data")))
+    assert runner.wait(10)
+    status = runner.status()
+    assert status.state == "error" and "out of memory" in status.message
+    # and the runner takes the next job
+    runner.train_fn = fake_train()
+    runner.start(TrainJob("alice", "v1", TrainSettings(), None))
+    assert runner.wait(10) and runner.status().state == "done"
+
+
+def test_bad_input_is_refused_before_any_thread_starts(tmp_path):
+    runner, _ = _runner(tmp_path, fake_train())
+    with pytest.raises(ValueError, match="no dataset yet"):
+        runner.start(TrainJob("alice", "v1", TrainSettings(), None))
+    with pytest.raises(ValueError, match="project"):
+        runner.start(TrainJob("../evil", "v1", TrainSettings(), make_dataset(tmp_path / "data")))
+    assert runner.status().state == "idle" and not runner.is_running()
+
+
+def test_training_runs_inside_the_hosts_exclusive_section(tmp_path):
+    hosts = []
+
+    def make_host(*args):
+        hosts.append(FakeHost(*args))
+        return hosts[-1]
+
+    store = ProjectStore(tmp_path / "s")
+    runner = JobRunner(make_host=make_host, store_factory=lambda: store, train_fn=fake_train())
+    runner.start(TrainJob("a", "v1", TrainSettings(), make_dataset(tmp_path / "data")))
+    assert runner.wait(10)
+    assert hosts[0].exclusive_calls == 1

@@ -1,0 +1,181 @@
+"""Inside a real AUTOMATIC1111 WebUI v1.10.x on the CPU (set LORA_TRAIN_TOOLS_WEBUI, optionally
+LORA_TRAIN_TOOLS_WEBUI_PYTHON): the tabs appear, training through the API writes the version's files, the LoRA loads
+in txt2img with every key matched and changes the image, and the WebUI's model is exactly as before after a run that
+finished, one that was stopped and one that raised; a LoRA applied just before training does not leak into it."""
+
+from __future__ import annotations
+
+import re
+import time
+
+import pytest
+import torch
+from PIL import Image
+from webui_server import WebUI, skip_reason
+
+pytestmark = [pytest.mark.webui, pytest.mark.slow]
+if skip_reason():
+    pytest.skip(skip_reason(), allow_module_level=True)
+
+FAST = dict(rank=4, alpha=4, resolution=64, min_bucket_side=64, max_bucket_side=128, batch_size=1, epochs=2,
+            mixed_precision="no", unet_lr=1e-2, te_lr=1e-3, cache_latents="memory", seed=7)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def webui(tmp_path_factory):
+    server = WebUI(tmp_path_factory.mktemp("webui"))
+    try:
+        server.start("tiny-sd1")
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    root = tmp_path_factory.mktemp("dataset")
+    (root / "1_alice").mkdir()
+    for i, colour in enumerate([(200, 30, 30), (30, 200, 30)]):
+        Image.new("RGB", (64, 64), colour).save(root / "1_alice" / f"{i}.png")
+        (root / "1_alice" / f"{i}.txt").write_text("alice, red hair", encoding="utf-8")
+    return root
+
+
+def _unmatched_keys(log: str, name: str) -> list[str]:
+    return [line for line in log.splitlines() if name in line and "didn't match keys" in line]
+
+
+def test_the_four_tabs_are_registered(webui):
+    status, config = webui.call("GET", "/config")
+    assert status == 200
+    text = str(config)
+    for elem_id in ("lora_train_tagger", "lora_train_tag_editor", "lora_train_tools", "lora_train_compare"):
+        assert elem_id in text, f"tab {elem_id} missing"
+    # the routes and their pydantic-1 models are in the WebUI's /docs
+    status, openapi = webui.call("GET", "/openapi.json")
+    assert status == 200
+    for route in ("projects", "train", "status", "stop", "host-fingerprint"):
+        assert f"/train-tools/v1/{route}" in openapi["paths"]
+    assert "TrainRequest" in openapi["components"]["schemas"]
+
+
+def test_training_leaves_the_model_exactly_as_it_was_and_the_lora_works(webui, dataset):
+    before, image_before = webui.fingerprint(), webui.txt2img("alice, red hair")
+    job = webui.train("alice", "v1", dataset, **FAST, sample_every=1, sample_prompts=["alice"], sample_steps=2)
+    assert job["state"] == "done", job["message"]
+    assert len(job["samples"]) == 2 and all(Image.open(p).size == (64, 64) for p in job["samples"])
+    assert [p.rsplit("/", 1)[-1] for p in job["checkpoints"]] == ["alice-v1-000001.safetensors", "alice-v1.safetensors"]
+    assert webui.fingerprint() == before
+    assert webui.txt2img("alice, red hair") == image_before
+    # published into the LoRA folder's sub-folder and usable by name, epoch by epoch (X/Y/Z Prompt S/R -000001…)
+    assert (webui.lora_dir / "train_tools" / "alice-v1-000001.safetensors").is_file()
+    assert webui.txt2img("alice, red hair <lora:alice-v1-000001:1>") != image_before
+    assert webui.txt2img("alice, red hair <lora:alice-v1:1>") != image_before
+    assert _unmatched_keys(webui.log(), "alice-v1") == []
+    _, projects = webui.call("GET", "/train-tools/v1/projects")
+    version = next(v for p in projects if p["name"] == "alice" for v in p["versions"] if v["name"] == "v1")
+    assert [c["epoch"] for c in version["checkpoints"]] == [1, None]
+
+
+def test_a_stopped_run_restores_the_model(webui, dataset):
+    before = webui.fingerprint()
+    status, _ = webui.call("POST", "/train-tools/v1/train",
+                           {"project": "alice", "version": "stopped", "dataset": str(dataset),
+                            "settings": {**FAST, "epochs": 50}})  # fmt: skip
+    assert status == 200
+    deadline = time.time() + 300
+    while webui.call("GET", "/train-tools/v1/status")[1]["step"] < 1 and time.time() < deadline:
+        time.sleep(0.5)
+    webui.call("POST", "/train-tools/v1/stop")
+    job = webui.wait_job()
+    assert job["state"] == "stopped", job["message"]
+    assert webui.fingerprint() == before
+
+
+def test_the_webui_interrupt_button_stops_training(webui, dataset):
+    before = webui.fingerprint()
+    status, _ = webui.call("POST", "/train-tools/v1/train",
+                           {"project": "alice", "version": "interrupted", "dataset": str(dataset),
+                            "settings": {**FAST, "epochs": 50}})  # fmt: skip
+    assert status == 200
+    deadline = time.time() + 300
+    while webui.call("GET", "/train-tools/v1/status")[1]["step"] < 1 and time.time() < deadline:
+        time.sleep(0.5)
+    webui.call("POST", "/sdapi/v1/interrupt")  # what the Interrupt button under Generate does
+    job = webui.wait_job()
+    assert job["state"] == "stopped", job["message"]
+    assert webui.fingerprint() == before
+
+
+def test_a_run_that_raises_restores_the_model(webui, dataset):
+    before = webui.fingerprint()
+    # an optimiser whose package the WebUI does not have: fails after the adapters are in the model
+    job = webui.train("alice", "raises", dataset, **{**FAST, "optimizer": "lion"})
+    assert job["state"] == "error" and "lion" in job["message"].lower()
+    assert webui.fingerprint() == before
+
+
+def test_a_lora_applied_in_txt2img_just_before_training_does_not_leak(webui, dataset):
+    clean = webui.train("leak", "clean", dataset, **{**FAST, "epochs": 1})
+    assert clean["state"] == "done", clean["message"]
+    base, live = webui.fingerprint(), webui.fingerprint(live=True)
+    webui.txt2img("alice <lora:tiny_kohya:1>")  # merges the reference LoRA into the weights
+    assert webui.fingerprint(live=True) != live  # it really is merged
+    assert webui.fingerprint() == base  # and the default fingerprint sees through it, to the model's own weights
+    after_lora = webui.train("leak", "after-lora", dataset, **{**FAST, "epochs": 1})
+    assert after_lora["state"] == "done", after_lora["message"]
+    from safetensors.torch import load_file
+
+    a = load_file(clean["checkpoints"][-1])
+    b = load_file(after_lora["checkpoints"][-1])
+    assert a.keys() == b.keys()
+    # identical up to fp16 rounding of the saved file (a leaked LoRA changes nearly every value, by far more)
+    differing = [k for k in a if not torch.allclose(a[k].float(), b[k].float(), rtol=2e-3, atol=1e-4)]
+    assert differing == [], f"{len(differing)} tensors differ: the applied LoRA leaked into training"
+    assert webui.fingerprint(live=True) == live  # training took the merged LoRA out; it was not baked in
+
+
+@pytest.mark.parametrize("checkpoint", ["tiny-sd2v", "tiny-sdxl"])
+def test_sd2_v_prediction_and_sdxl_train_and_restore(webui, dataset, checkpoint):
+    webui.use_checkpoint(checkpoint)
+    try:
+        before, image_before = webui.fingerprint(), webui.txt2img("alice")
+        settings = {**FAST, "epochs": 1, "gradient_checkpointing": True}  # the per-block checkpoint patches too
+        if checkpoint == "tiny-sdxl":
+            settings.update(resolution=64, max_bucket_side=128)
+        job = webui.train("arch", checkpoint, dataset, **settings)
+        assert job["state"] == "done", job["message"]
+        assert webui.fingerprint() == before
+        name = re.sub(r"\.safetensors$", "", job["checkpoints"][-1].rsplit("/", 1)[-1])
+        assert webui.txt2img(f"alice <lora:{name}:1>") != image_before
+        assert _unmatched_keys(webui.log(), name) == []
+    finally:
+        webui.use_checkpoint("tiny-sd1")
+
+
+def test_training_from_the_tab(webui, dataset):
+    """Press the tab's Start through the WebUI's gradio queue, with the form filled as a user would."""
+    from gradio_client import Client
+
+    _, config = webui.call("GET", "/config")
+    by_elem = {c.get("props", {}).get("elem_id"): c for c in config["components"]}
+    start_id = by_elem["lora_train_tools_start"]["id"]
+
+    def targets(dep):
+        return [t[0] if isinstance(t, list) else t for t in dep.get("targets", [])]
+
+    fn_index = next(i for i, dep in enumerate(config["dependencies"]) if start_id in targets(dep))
+    components = {c["id"]: c for c in config["components"]}
+    wanted = {"project": "tab", "version": "v1", "dataset": str(dataset), "task_id": "",
+              "repeats": {"headers": ["folder", "images", "repeats"], "data": [["1_alice", 2, 1]]},
+              **{k: v for k, v in FAST.items()}}  # fmt: skip
+    data = []
+    for input_id in config["dependencies"][fn_index]["inputs"]:
+        props = components[input_id].get("props", {})
+        name = (props.get("elem_id") or "").removeprefix("lora_train_tools_")
+        value = wanted.get(name, props.get("value"))
+        data.append("\n".join(value) if name == "sample_prompts" and isinstance(value, list) else value)
+    Client(f"http://127.0.0.1:{webui.port}/", serialize=False, verbose=False).predict(*data, fn_index=fn_index)
+    job = webui.wait_job()
+    assert job["state"] == "done" and job["project"] == "tab", job["message"]
+    assert any(p.endswith("tab-v1.safetensors") for p in job["checkpoints"])

@@ -1,0 +1,62 @@
+"""The Train Tools tab's actions without gradio: settings form round trip, scan, step text, start, checkpoints."""
+
+import json
+import threading
+
+import pytest
+from webui_fakes import FakeHost, fake_train, make_dataset
+
+from lib_lora_train.settings import SettingsError, TrainSettings
+from lib_lora_train.store import ProjectStore
+from lib_lora_train.webui import train_tab_actions as act
+from lib_lora_train.webui.jobs import JobRunner
+
+
+def test_every_engine_option_is_in_the_form_and_round_trips():
+    settings = TrainSettings(rank=8, sample_prompts=["a cat", "a dog"], flip=True)
+    values = act.values_from_settings(settings)
+    assert len(values) == len(act.FIELD_NAMES) and set(act.BASIC) <= set(act.FIELD_NAMES)
+    # gradio's Number gives floats; the list field comes back as lines of text
+    values = [float(v) if isinstance(v, int) and not isinstance(v, bool) else v for v in values]
+    assert act.settings_from_values(values) == settings
+
+
+def test_a_bad_form_value_names_the_field():
+    values = act.values_from_settings(TrainSettings())
+    values[act.FIELD_NAMES.index("rank")] = 0
+    with pytest.raises(SettingsError, match="rank"):
+        act.settings_from_values(values)
+
+
+def test_scan_and_step_summary(tmp_path):
+    rows = act.scan_folders(str(make_dataset(tmp_path / "d", n=3)))
+    assert rows == [["5_alice", 3, 5]]
+    text = act.step_summary(rows, batch_size=1, epochs=10)
+    assert "**15** images × repeats per epoch" in text and "**150** steps" in text and "try 100 repeats" in text
+
+
+def test_start_applies_the_tables_repeats_to_the_snapshot_only(tmp_path):
+    dataset = make_dataset(tmp_path / "d")
+    store = ProjectStore(tmp_path / "s")
+    gate = threading.Event()
+    runner = JobRunner(make_host=FakeHost, store_factory=lambda: store, train_fn=fake_train(gate))
+    message = act.start_job(runner, store, "alice", "v1", str(dataset), [["5_alice", 2, 20]], TrainSettings())
+    assert message.startswith("Training alice/v1")
+    assert (store.version("alice", "v1").dataset / "20_alice").is_dir()
+    assert (dataset / "5_alice").is_dir()  # the user's own folder is not renamed
+    busy = act.start_job(runner, store, "alice", "v1", "", [], TrainSettings())
+    assert busy.startswith("Not started") and "training" in busy
+    gate.set()
+    runner.wait(10)
+    assert "**done** alice/v1" in act.status_markdown(runner.status())
+
+
+def test_checkpoint_rows_show_metadata_and_the_lora_tag(tmp_path):
+    store = ProjectStore(tmp_path / "s")
+    paths = store.create_version("alice", "v1")
+    header = json.dumps({"__metadata__": {"ss_steps": "40", "ss_network_dim": "8", "ss_network_alpha": "4"}}).encode()
+    path = paths.checkpoint_file(4)
+    path.write_bytes(len(header).to_bytes(8, "little") + header)
+    rows = act.checkpoint_rows(store, "alice", "v1")
+    assert rows == [["alice-v1-000004.safetensors", 4, "40", "8/4", "", "<lora:alice-v1-000004:0.8>"]]
+    assert act.read_metadata(tmp_path / "missing.safetensors") == {}

@@ -1,0 +1,141 @@
+"""Start a real AUTOMATIC1111 WebUI (v1.10.x) on the CPU with this repository linked into its extensions, for the
+tests in test_webui_live.py. Configured by LORA_TRAIN_TOOLS_WEBUI (the WebUI folder) and optionally
+LORA_TRAIN_TOOLS_WEBUI_PYTHON (its venv's python); uses the tiny fixtures in ../shared/fixtures/webui-tiny."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+FIXTURES = ROOT.parent / "shared" / "fixtures" / "webui-tiny"
+
+
+def skip_reason() -> str | None:
+    folder = os.environ.get("LORA_TRAIN_TOOLS_WEBUI")
+    if not folder:
+        return "set LORA_TRAIN_TOOLS_WEBUI to an AUTOMATIC1111 WebUI v1.10.x folder to run the WebUI tests"
+    if not (Path(folder) / "launch.py").is_file():
+        return f"LORA_TRAIN_TOOLS_WEBUI={folder} has no launch.py"
+    if not (FIXTURES / "tiny-sd1.safetensors").is_file():
+        return f"the tiny WebUI fixtures are missing ({FIXTURES})"
+    return None
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class WebUI:
+    """One WebUI process with its own data folder, models folder (the fixtures) and LoRA folder."""
+
+    def __init__(self, workdir: Path):
+        self.folder = Path(os.environ["LORA_TRAIN_TOOLS_WEBUI"])
+        self.python = os.environ.get("LORA_TRAIN_TOOLS_WEBUI_PYTHON", sys.executable)
+        self.port = _free_port()
+        self.data = workdir / "data"
+        self.lora_dir = workdir / "Lora"
+        self.models = workdir / "models"
+        self.log_path = workdir / "webui.log"
+        self.process: subprocess.Popen | None = None
+
+    def start(self, checkpoint: str = "tiny-sd1", timeout: float = 300) -> None:
+        (self.data / "extensions").mkdir(parents=True)
+        (self.data / "extensions" / "lora-train-tools").symlink_to(ROOT)  # installed the way users clone it
+        ckpts = self.models / "Stable-diffusion"
+        ckpts.mkdir(parents=True)
+        for arch in ("tiny-sd1", "tiny-sd2v", "tiny-sdxl"):
+            for suffix in (".safetensors", ".yaml"):
+                (ckpts / f"{arch}{suffix}").symlink_to(FIXTURES / f"{arch}{suffix}")
+        (self.models / "VAE-approx").mkdir()
+        shutil.copy(FIXTURES / "VAE-approx" / "vaeapprox-sdxl.pt", self.models / "VAE-approx")
+        self.lora_dir.mkdir()
+        for lora in (FIXTURES / "lora").iterdir():
+            shutil.copy(lora, self.lora_dir)
+        args = [self.python, "launch.py", "--skip-prepare-environment", "--skip-install", "--skip-torch-cuda-test",
+                "--use-cpu", "all", "--no-half", "--precision", "full", "--no-download-sd-model", "--api",
+                "--port", str(self.port), "--data-dir", str(self.data), "--models-dir", str(self.models),
+                "--lora-dir", str(self.lora_dir), "--ckpt", str(ckpts / f"{checkpoint}.safetensors"),
+                "--loglevel", "DEBUG"]  # fmt: skip
+        env = {k: v for k, v in os.environ.items() if k != "COMMANDLINE_ARGS"}
+        env.update(HF_HOME=str(FIXTURES / "hf_home"), HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
+                   GRADIO_ANALYTICS_ENABLED="False", PYTHONUNBUFFERED="1")  # fmt: skip
+        self._log = open(self.log_path, "w", encoding="utf-8")  # noqa: SIM115 - lives as long as the process
+        self.process = subprocess.Popen(args, cwd=self.folder, env=env, stdout=self._log, stderr=subprocess.STDOUT,
+                                        start_new_session=True)  # fmt: skip
+        deadline = time.time() + timeout
+        # a request sent before "Startup time:" can kill the server while it starts
+        while "Startup time:" not in self.log() or "Model loaded in" not in self.log():
+            if self.process.poll() is not None or time.time() > deadline:
+                raise RuntimeError(f"the WebUI did not start; last log lines:\n{self.log()[-3000:]}")
+            time.sleep(1)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+        if getattr(self, "_log", None):
+            self._log.close()
+
+    def log(self) -> str:
+        return self.log_path.read_text(encoding="utf-8", errors="replace") if self.log_path.exists() else ""
+
+    def call(self, method: str, path: str, body: dict | None = None, timeout: float = 600):
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}", data=data, method=method,
+                                         headers={"Content-Type": "application/json"})  # fmt: skip
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as answer:
+                return answer.status, json.loads(answer.read() or b"null")
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read() or b"null")
+
+    def txt2img(self, prompt: str, seed: int = 1234) -> bytes:
+        """Pixels of a 64x64, 4-step image (PNG metadata stripped)."""
+        from PIL import Image
+
+        body = {"prompt": prompt, "seed": seed, "steps": 4, "width": 64, "height": 64, "sampler_name": "Euler",
+                "cfg_scale": 7}  # fmt: skip
+        status, answer = self.call("POST", "/sdapi/v1/txt2img", body)
+        assert status == 200, answer
+        return Image.open(io.BytesIO(base64.b64decode(answer["images"][0]))).convert("RGB").tobytes()
+
+    def use_checkpoint(self, name: str) -> None:
+        status, answer = self.call("POST", "/sdapi/v1/options", {"sd_model_checkpoint": name})
+        assert status == 200, answer
+
+    def train(self, project: str, version: str, dataset: Path, timeout: float = 900, **settings) -> dict:
+        body = {"project": project, "version": version, "dataset": str(dataset), "settings": settings}
+        status, answer = self.call("POST", "/train-tools/v1/train", body)
+        assert status == 200, answer
+        return self.wait_job(timeout)
+
+    def wait_job(self, timeout: float = 900) -> dict:
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            _, answer = self.call("GET", "/train-tools/v1/status?history=true")
+            if answer["state"] != "running":
+                return answer
+            time.sleep(1)
+        raise TimeoutError("training did not finish")
+
+    def fingerprint(self, live: bool = False) -> dict:
+        status, answer = self.call("GET", "/train-tools/v1/host-fingerprint" + ("?live=true" if live else ""))
+        assert status == 200, answer
+        return answer
