@@ -83,7 +83,7 @@ def raw_best(model: LoadedTagger, count: int, sizes: list[int]) -> tuple[float, 
     rng = np.random.default_rng(2)
     best = (0.0, 1, 0.0)
     for size in sizes:
-        batches = max(1, count // size)
+        batches = max(3, count // size)  # at least three runs per size: one run is too noisy on a shared machine
         tensor = rng.uniform(0, 255, (size, model.input_size, model.input_size, 3)).astype(np.float32)
         model.session.run([model.output_name], {model.input_name: tensor})  # warm-up for this shape
         start, cpu = time.perf_counter(), time.process_time()

@@ -136,10 +136,10 @@ def test_a_broken_gpu_package_falls_back_to_the_cpu_with_a_message(tiny, monkeyp
 
     real_session = ort.InferenceSession
 
-    def session(path, providers):
+    def session(path, options, providers):
         if CUDA in providers:
             raise RuntimeError("libcudnn.so.9: cannot open shared object file")
-        return real_session(path, providers=providers)
+        return real_session(path, options, providers=providers)
 
     monkeypatch.setattr(ort, "get_available_providers", lambda: [CUDA, CPU])
     monkeypatch.setattr(ort, "InferenceSession", session)

@@ -78,6 +78,15 @@ def read_input_contract(session, source: Path) -> ModelInput:
     return ModelInput(size=height, fixed_batch=fixed)
 
 
+def _new_session(ort, model_path: Path, providers: list[str]):
+    options = ort.SessionOptions()
+    if providers == [CPU]:
+        # Busy-waiting worker threads steal the cores our decode threads need; measured on 2 cores, a pipelined
+        # folder job went from ~80% to ~94% of raw session throughput with spinning off, raw speed unchanged.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return ort.InferenceSession(str(model_path), options, providers=providers)
+
+
 class LoadedTagger:
     """One model in memory: its session, input contract and tag table. ``run`` accepts any batch length."""
 
@@ -94,11 +103,11 @@ class LoadedTagger:
         available = ort.get_available_providers()
         wanted = [CUDA, CPU] if use_gpu and CUDA in available else [CPU]
         try:
-            session = ort.InferenceSession(str(model_path), providers=wanted)
+            session = _new_session(ort, model_path, wanted)
         except Exception as exc:
             if wanted == [CPU]:
                 raise TaggerLoadError(f"{model_path}: onnxruntime cannot load it ({exc}); download it again") from exc
-            session = ort.InferenceSession(str(model_path), providers=[CPU])  # GPU broke: keep tagging on the CPU
+            session = _new_session(ort, model_path, [CPU])  # GPU broke: keep tagging on the CPU
         self.session = session
         self.providers = list(session.get_providers())
         self.warning = gpu_problem(available, self.providers, use_gpu, installed_onnxruntime_packages())
