@@ -274,5 +274,27 @@ def load_pipeline(path: str | Path, *, dtype=None):
         raise FileNotFoundError(
             f"{source}: no such model folder or checkpoint file; pass --base a diffusers folder or .safetensors"
         )
+    if source.is_file():
+        _detach_from_checkpoint_file(pipe)
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+def _detach_from_checkpoint_file(pipe) -> None:
+    """Own every buffer of a pipeline loaded from a single file, and make token position ids integers.
+
+    diffusers' single-file loader hands out tensors that are views into one memory map of the whole checkpoint.
+    Parameters are copied when cast, but a buffer such as CLIP's ``position_ids`` is not, and that tiny view keeps
+    the whole file (2 GiB for SD1.5) resident for the run. Some merged checkpoints also store ``position_ids`` as
+    floats, which the embedding lookup rejects.
+    """
+    for component in pipe.components.values():
+        if not isinstance(component, torch.nn.Module):
+            continue
+        for module in component.modules():
+            for name, buffer in list(module._buffers.items()):
+                if buffer is None:
+                    continue
+                if name == "position_ids" and buffer.is_floating_point():
+                    buffer = buffer.round().long()
+                module._buffers[name] = buffer.clone()
