@@ -81,17 +81,10 @@ def test_upsampler_without_attention_sits_at_position_one():
     """A level without transformers puts its upsampler right after the ResBlock (``output_blocks.N.1.conv``)."""
     from diffusers import UNet2DConditionModel
 
+    from lib_lora_train.hosts.tiny_model import TINY_SD1_UNET
+
     with torch.device("meta"):
-        unet = UNet2DConditionModel(
-            sample_size=8,
-            block_out_channels=(32, 64),
-            layers_per_block=1,
-            down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-            up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-            cross_attention_dim=32,
-            attention_head_dim=2,
-            norm_num_groups=32,
-        )
+        unet = UNet2DConditionModel(**TINY_SD1_UNET)
     names = ldm_names.diffusers_to_ldm_names(unet)
     assert names["up_blocks.0.upsamplers.0.conv"] == "output_blocks.1.1.conv"
     assert names["down_blocks.0.attentions.0.proj_in"] == "input_blocks.1.1.proj_in"

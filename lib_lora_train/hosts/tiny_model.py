@@ -12,6 +12,17 @@ import tempfile
 from pathlib import Path
 
 # The SD1 noise schedule (scaled_linear 0.00085-0.012 over 1000 steps), as in every SD1 checkpoint.
+# Two levels, one with attention and one without: the smallest UNet that still has every block kind.
+TINY_SD1_UNET = {
+    "sample_size": 8,
+    "block_out_channels": (32, 64),
+    "layers_per_block": 1,
+    "down_block_types": ("CrossAttnDownBlock2D", "DownBlock2D"),
+    "up_block_types": ("UpBlock2D", "CrossAttnUpBlock2D"),
+    "cross_attention_dim": 32,
+    "attention_head_dim": 2,
+    "norm_num_groups": 32,
+}
 SD1_SCHEDULE = {
     "num_train_timesteps": 1000,
     "beta_start": 0.00085,
@@ -61,16 +72,7 @@ def build_tiny_pipeline(seed: int = 0, *, prediction: str = "epsilon"):
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
     torch.manual_seed(seed)
-    unet = UNet2DConditionModel(
-        sample_size=8,
-        block_out_channels=(32, 64),
-        layers_per_block=1,
-        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-        cross_attention_dim=32,
-        attention_head_dim=2,
-        norm_num_groups=32,
-    )
+    unet = UNet2DConditionModel(**TINY_SD1_UNET)
     vae = AutoencoderKL(
         block_out_channels=(32, 32, 32, 32),
         down_block_types=("DownEncoderBlock2D",) * 4,
