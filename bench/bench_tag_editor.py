@@ -2,8 +2,9 @@
 
 Generates N images (the same 1x1 PNG bytes: loading must not open images anyway) with 20-60 tags each, drawn from
 a Zipf-like vocabulary of 3,000 tags, then times: load (captions only), a tag filter, a text-search filter, a batch
-edit that changes every caption (activation tag at the front), saving all of them (default "batch" durability),
-and saving all of them again with a per-file fsync. Prints one summary line.
+edit that changes every caption (activation tag at the front), saving all of them (default "batch" durability;
+the deletion of the replaced versions, which runs in the background after the save returns, is timed apart), and
+saving all of them again with a per-file fsync. Prints one summary line.
 
     .venv/bin/python bench/bench_tag_editor.py [--images 10000] [--keep DIR]
 """
@@ -24,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from PIL import Image  # noqa: E402
 
+from lib_lora_train.tag_editor.cleanup import wait_for_cleanup  # noqa: E402
 from lib_lora_train.tag_editor.dataset import Dataset  # noqa: E402
 from lib_lora_train.tag_editor.filters import TagFilter, apply_filter  # noqa: E402
 from lib_lora_train.tag_editor.operations import AddTags  # noqa: E402
@@ -96,6 +98,8 @@ def main() -> None:
         undo_ms, _ = timed(ds.undo)
         redo_ms, _ = timed(ds.redo)
         save_ms, report = timed(lambda: save_dataset(ds))
+        # the versions the save replaced are deleted in the background after it returns; timed apart
+        cleanup_ms, _ = timed(wait_for_cleanup)
         ds.undo()  # every caption differs from disk again
         save_pf_ms, report_pf = timed(lambda: save_dataset(ds, durability="per_file"))
         assert report.ok and report_pf.ok and len(report.written) == args.images == len(report_pf.written)
@@ -104,7 +108,8 @@ def main() -> None:
             f"filter {filter_ms} ({len(hits)} hits) | text search {text_first_ms} first, "
             f"{text_ms} again ({len(text_hits)} hits) | "
             f"batch edit {edit_ms} ({changed} changed; undo {undo_ms}, redo {redo_ms}) | "
-            f"save all {save_ms} (batch sync) | save all per-file fsync {save_pf_ms} | "
+            f"save all {save_ms} (batch sync; then background deletion of the old versions {cleanup_ms}) | "
+            f"save all per-file fsync {save_pf_ms} | "
             f"(generation {gen_ms.wall / 1000:.1f} s, in {root.parent}; load average {_load()})"
         )
     finally:

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 from tag_editor_helpers import make_folder
 
-from lib_lora_train.tag_editor import saving
+from lib_lora_train.fileio import exchange_files
+from lib_lora_train.tag_editor import cleanup, saving
 from lib_lora_train.tag_editor.dataset import Dataset
 from lib_lora_train.tag_editor.operations import AddTags, RemoveTags
 from lib_lora_train.tag_editor.saving import save_dataset
@@ -37,6 +38,7 @@ def test_save_writes_only_changed_captions(tmp_path, durability):
     assert not (folder / "d.txt").exists()  # an untouched image without caption gets no empty file
     assert not ds.dirty
     assert save_dataset(ds, durability=durability).written == []
+    cleanup.wait_for_cleanup()  # the replaced versions are deleted in the background
     assert not [p for p in folder.iterdir() if p.name.endswith(".tmp")]
 
 
@@ -78,18 +80,19 @@ def test_a_failing_file_is_reported_and_stays_unsaved_while_others_save(tmp_path
     folder = make_folder(tmp_path / "ds", {"a.png": "x", "b.png": "x"})
     ds = Dataset.load(folder)
     ds.apply(AddTags(("y",)))
-    real_replace = os.replace
+    real_replace = saving._put_in_place
 
     def refuse_a(src, dst):
         if str(dst).endswith("a.txt"):
             raise PermissionError(13, "Permission denied")
-        real_replace(src, dst)
+        return real_replace(src, dst)
 
-    monkeypatch.setattr(saving.os, "replace", refuse_a)
+    monkeypatch.setattr(saving, "_put_in_place", refuse_a)
     report = save_dataset(ds)
     assert not report.ok and "a.txt: not saved (Permission denied)" in report.failures[0]
     assert caption_texts(folder) == {"a.txt": "x", "b.txt": "y, x"}
     assert ds.dirty_ids() == [ds.find("a.png")]
+    cleanup.wait_for_cleanup()
     assert not [p for p in folder.iterdir() if p.name.endswith(".tmp")]
 
 
@@ -99,16 +102,16 @@ def test_interrupted_save_leaves_every_caption_old_or_new(tmp_path, monkeypatch,
     folder = make_folder(tmp_path / "ds", old)
     ds = Dataset.load(folder)
     ds.apply(AddTags(("mychar",)))
-    real_replace = os.replace
+    real_replace = saving._put_in_place
     calls = []
 
     def interrupted(src, dst):
         if len(calls) == k:
             raise KeyboardInterrupt  # the user (or the host) stopping the process mid-save
         calls.append(dst)
-        real_replace(src, dst)
+        return real_replace(src, dst)
 
-    monkeypatch.setattr(saving.os, "replace", interrupted)
+    monkeypatch.setattr(saving, "_put_in_place", interrupted)
     with pytest.raises(KeyboardInterrupt):
         save_dataset(ds)
     texts = caption_texts(folder)
@@ -128,20 +131,20 @@ def test_save_killed_by_sigkill_leaves_every_caption_old_or_new(tmp_path, count,
         f"""
         import os, signal, sys
         sys.path.insert(0, {str(ROOT)!r})
-        from lib_lora_train.tag_editor import saving
+        from lib_lora_train.tag_editor import cleanup, saving
         from lib_lora_train.tag_editor.dataset import Dataset
         from lib_lora_train.tag_editor.operations import AddTags
         ds = Dataset.load({str(folder)!r})
         ds.apply(AddTags(("mychar",)))
         import threading
-        real, done, lock = os.replace, [], threading.Lock()
+        real, done, lock = saving._put_in_place, [], threading.Lock()
         def dying_replace(src, dst):
             with lock:
                 if len(done) == {k}:
                     os.kill(os.getpid(), signal.SIGKILL)
                 done.append(dst)
-            real(src, dst)
-        saving.os.replace = dying_replace
+            return real(src, dst)
+        saving._put_in_place = dying_replace
         saving.save_dataset(ds)
         """
     )
@@ -167,10 +170,12 @@ def test_unknown_durability_is_rejected(tmp_path):
 
 def test_interrupted_parallel_save_keeps_disk_and_unsaved_marks_consistent(tmp_path, monkeypatch):
     count = 4 * saving.RENAME_THREADS  # enough captions for the thread pool
+    # the pool serves file systems that cannot exchange files (each replace waits on the disk)
+    monkeypatch.setattr(saving, "exchange_files", lambda a, b: False)
     folder = make_folder(tmp_path / "ds", {f"{i:03d}.png": f"tag{i}" for i in range(count)})
     ds = Dataset.load(folder)
     ds.apply(AddTags(("mychar",)))
-    real_replace = os.replace
+    real_replace = saving._put_in_place
     lock = __import__("threading").Lock()
     calls = []
 
@@ -179,9 +184,9 @@ def test_interrupted_parallel_save_keeps_disk_and_unsaved_marks_consistent(tmp_p
             calls.append(dst)
             if len(calls) == 10:
                 raise KeyboardInterrupt
-        real_replace(src, dst)
+        return real_replace(src, dst)
 
-    monkeypatch.setattr(saving.os, "replace", interrupted)
+    monkeypatch.setattr(saving, "_put_in_place", interrupted)
     with pytest.raises(KeyboardInterrupt):
         save_dataset(ds)
     texts = caption_texts(folder)
@@ -194,7 +199,7 @@ def test_interrupted_parallel_save_keeps_disk_and_unsaved_marks_consistent(tmp_p
     assert set(ds.dirty_ids()) == set(ds.ids()) - new  # exactly what is not on disk stays unsaved
     assert not [p for p in folder.iterdir() if p.name.endswith(".tmp")]
     # the next save completes the job
-    monkeypatch.setattr(saving.os, "replace", real_replace)
+    monkeypatch.setattr(saving, "_put_in_place", real_replace)
     assert save_dataset(ds).ok and all(t.startswith("mychar") for t in caption_texts(folder).values())
 
 
@@ -217,3 +222,54 @@ def test_a_caption_changed_by_another_program_is_not_overwritten(tmp_path, durab
     ds.apply(RemoveTags(("x",)), [ds.find("b.png")])
     assert save_dataset(ds, durability=durability, overwrite_changed=True).ok
     assert caption_texts(folder) == {"a.txt": "mine, x", "b.txt": "mine", "c.txt": "mine"}
+
+
+def test_exchange_swaps_two_files_or_says_it_cannot(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.write_text("new")
+    b.write_text("old")
+    if not exchange_files(a, b):
+        pytest.skip("this platform or file system has no atomic exchange; saves use os.replace here")
+    assert (a.read_text(), b.read_text()) == ("old", "new")
+    assert exchange_files(a, tmp_path / "missing") is False  # nothing to swap with: the caller renames instead
+    assert a.read_text() == "old" and not (tmp_path / "missing").exists()
+    with pytest.raises(OSError):
+        exchange_files(tmp_path / "absent", b)
+
+
+@pytest.mark.parametrize("can_exchange", [True, False])
+def test_save_leaves_no_previous_version_behind(tmp_path, monkeypatch, can_exchange):
+    folder = make_folder(tmp_path / "ds", {f"{i}.png": f"t{i}" for i in range(40)} | {"new.png": None})
+    if not can_exchange:  # a file system without renameat2 exchange (or another OS): plain os.replace
+        monkeypatch.setattr(saving, "exchange_files", lambda a, b: False)
+    ds = Dataset.load(folder)
+    ds.apply(AddTags(("mychar",)))
+    first = save_dataset(ds, backup=True)
+    ds.apply(RemoveTags(("mychar",)))  # a second save at once: its temp names must not meet the first's cleanup
+    second = save_dataset(ds, backup=True)
+    cleanup.wait_for_cleanup()
+    assert first.ok and second.ok and len(second.written) == 41
+    texts = caption_texts(folder)
+    assert texts["new.txt"] == "" and all(texts[f"{i}.txt"] == f"t{i}" for i in range(40))
+    assert (folder / "3.txt.bak").read_text(encoding="utf-8") == "mychar, t3"
+    assert not [p.name for p in folder.iterdir() if p.name.startswith(".")]
+
+
+def test_load_sweeps_temp_files_of_a_killed_save_only(tmp_path):
+    folder = make_folder(tmp_path / "ds", {"a.png": "x"})
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead_pid = int(dead.stdout)  # that process has exited (its pid could be reused, then the file just stays)
+    leftovers = {
+        f".a.txt.{dead_pid}.7.tmp": True,  # a killed save of this version
+        f".a.txt.{dead_pid}.tmp": True,  # a killed save of an older version (no save number)
+        f".a.txt.{os.getpid()}.7.tmp": False,  # this process: a save may still use it
+        f".a.txt.{os.getppid()}.7.tmp": False,  # a running process
+        ".notes.tmp": False,  # not ours
+    }
+    for name in leftovers:
+        (folder / name).write_text("old")
+    ds = Dataset.load(folder)
+    cleanup.wait_for_cleanup()
+    assert len(ds) == 1 and not ds.load_errors
+    kept = {p.name for p in folder.iterdir() if p.name.startswith(".")}
+    assert kept == {name for name, swept in leftovers.items() if not swept}

@@ -56,7 +56,9 @@ class AddTags:
             return tags + [t for t in self.tags if t not in present]
         if not self.keep_first:
             moving = set(self.tags)
-            return [*self.tags, *(t for t in tags if t not in moving)]
+            if moving.isdisjoint(tags):  # the usual case (a new activation tag): no filtering pass needed
+                return [*self.tags, *tags]
+            return [*self.tags, *[t for t in tags if t not in moving]]
         head = tags[: self.keep_first]
         head_set = set(head)
         adding = [t for t in self.tags if t not in head_set]
