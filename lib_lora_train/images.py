@@ -6,6 +6,7 @@ what to do about it, so that callers can report the file and carry on with the r
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -44,6 +45,18 @@ def iter_image_files(folder: str | os.PathLike, *, recursive: bool = True) -> It
                 yield Path(dirpath) / name
 
 
+def _draft_jpeg(image: Image.Image, min_side: int) -> None:
+    """Ask the JPEG decoder for the smallest scale whose longer side stays at least ``min_side``.
+
+    The requested size keeps the aspect ratio, so Pillow's choice (the largest of 1/8, 1/4, 1/2 that keeps both
+    sides at least that size) never cuts the longer side below ``min_side``; the mode is left as it is.
+    """
+    width, height = image.size
+    ratio = min_side / max(width, height)
+    if ratio < 0.5:  # otherwise no scale of 1/2 or less fits
+        image.draft(None, (math.ceil(width * ratio), math.ceil(height * ratio)))
+
+
 def flatten_to_rgb(
     image: Image.Image, background: tuple[int, int, int] = BACKGROUND, *, sixteen_bit: bool | None = None
 ) -> Image.Image:
@@ -79,8 +92,13 @@ def flatten_to_rgb(
     return image
 
 
-def load_rgb(path: str | os.PathLike) -> Image.Image:
-    """Open ``path`` as an upright RGB image (EXIF orientation applied, first frame of an animation)."""
+def load_rgb(path: str | os.PathLike, *, min_side: int | None = None) -> Image.Image:
+    """Open ``path`` as an upright RGB image (EXIF orientation applied, first frame of an animation).
+
+    ``min_side``: the caller only needs the longer side to be at least this many pixels, so a JPEG may be decoded
+    at 1/2, 1/4 or 1/8 scale (libjpeg scales while it decodes: 2-3x less CPU for a photo going to a 448 px model).
+    Other formats always decode at full size.
+    """
     p = Path(path)
     try:
         if p.stat().st_size == 0:
@@ -88,6 +106,8 @@ def load_rgb(path: str | os.PathLike) -> Image.Image:
         with Image.open(p) as image:
             if getattr(image, "is_animated", False):
                 image.seek(0)
+            if min_side and image.format == "JPEG":
+                _draft_jpeg(image, min_side)
             image.load()
             # Pillow opens 16-bit greyscale PNGs as mode "I"; PNG has no other source of that mode
             sixteen_bit = True if image.format == "PNG" and image.mode == "I" else None

@@ -103,10 +103,10 @@ def test_decoding_overlaps_inference(monkeypatch, tmp_path):
     second_batch_started = threading.Event()
     original = inference.preprocess_file
 
-    def spying_preprocess(path, size, out):
+    def spying_preprocess(path, size, out, min_side=None):
         if path.stem.startswith("b1"):
             second_batch_started.set()
-        original(path, size, out)
+        original(path, size, out, min_side)
 
     class WaitsForOverlap:
         input_size, fixed_batch, on_gpu = 32, None, False

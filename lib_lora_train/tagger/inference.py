@@ -79,14 +79,18 @@ def predict_paths(
     batch_size: int = 0,
     workers: int = 0,
     prefetch_batches: int = 2,
+    fast_jpeg: bool = False,
 ) -> Iterator[list[Prediction]]:
     """Yield one list of predictions per batch, in input order; unreadable images come back with ``error`` set.
 
     ``batch_size`` / ``workers`` of 0 pick values for the model and device. Closing the generator early (a stop
     request) cancels decoding that has not started and waits for the batch in the model to finish.
+    ``fast_jpeg``: decode JPEGs at a reduced scale that keeps them at least twice the model's input size (see
+    ``preprocess_file``).
     """
     paths = [Path(p) for p in paths]
     size = model.input_size
+    min_side = FAST_JPEG_MARGIN * size if fast_jpeg else None
     per_batch = batch_size if batch_size > 0 else auto_batch_size(model)
     chunks = [paths[i : i + per_batch] for i in range(0, len(paths), per_batch)]
     decode_pool = ThreadPoolExecutor(workers or auto_workers(model), thread_name_prefix="tagger-decode")
@@ -95,7 +99,7 @@ def predict_paths(
     def submit(number: int) -> Future:
         chunk = chunks[number]
         buffer = np.empty((len(chunk), size, size, 3), dtype=np.float32)
-        decodes = [decode_pool.submit(preprocess_file, path, size, buffer[slot]) for slot, path in enumerate(chunk)]
+        decodes = [decode_pool.submit(preprocess_file, path, size, buffer[slot], min_side) for slot, path in enumerate(chunk)]
         return infer_pool.submit(_run_batch, model, number * per_batch, chunk, buffer, decodes)
 
     in_flight: deque[Future] = deque()
@@ -118,9 +122,18 @@ def predict_paths(
         infer_pool.shutdown(wait=True, cancel_futures=True)
 
 
-def preprocess_file(path: Path, size: int, out: np.ndarray) -> None:
-    """Decode ``path`` and write the model's input for it into ``out`` (one slot of a batch)."""
-    preprocess(load_rgb(path), size, out=out)
+# A JPEG decoded at reduced scale stays at least this many times the model's side before the area resize: the
+# margin Pillow's own thumbnail() keeps (reducing_gap=2.0). libjpeg's scaled decoding averages in the DCT domain,
+# so the model's input moves by about one level of 255 on average (bench/bench_tagger.py prints the figures).
+FAST_JPEG_MARGIN = 2
+
+
+def preprocess_file(path: Path, size: int, out: np.ndarray, min_side: int | None = None) -> None:
+    """Decode ``path`` and write the model's input for it into ``out`` (one slot of a batch).
+
+    ``min_side``: see ``images.load_rgb``; None decodes every pixel.
+    """
+    preprocess(load_rgb(path, min_side=min_side), size, out=out)
 
 
 def _run_batch(

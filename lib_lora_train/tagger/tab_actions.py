@@ -84,6 +84,7 @@ class FolderForm:
     existing: str = "skip"
     backup: bool = True
     batch_size: float = 0
+    fast_jpeg: bool = True
 
     def request(self, options: TagOptions) -> FolderJobRequest:
         return FolderJobRequest(
@@ -95,6 +96,7 @@ class FolderForm:
             existing=self.existing,
             backup=bool(self.backup),
             batch_size=int(self.batch_size or 0),
+            fast_jpeg=bool(self.fast_jpeg),
         )
 
 

@@ -74,6 +74,7 @@ class TaggerBatchRequest(BaseModel):
     sort_by: str = Field("confidence", description="confidence or name")
     max_tags: int = Field(0, ge=0, description="0 for no limit")
     batch_size: int = Field(0, ge=0, description="0 to choose for the model and device")
+    fast_jpeg: bool = Field(True, description="Decode big JPEGs at a reduced scale, still twice the model's size")
 
     class Config:
         extra = "forbid"
@@ -211,6 +212,7 @@ def mount_tagger_api(
                 existing=req.existing,
                 backup=req.backup,
                 batch_size=req.batch_size,
+                fast_jpeg=req.fast_jpeg,
             )
             job.validate()
         except ValueError as exc:

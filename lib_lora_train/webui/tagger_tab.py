@@ -95,6 +95,10 @@ def build_tagger_tab() -> gr.Blocks:
                         existing = gr.Radio(list(EXISTING_MODES), value="skip", label="When a caption exists")
                         backup = gr.Checkbox(True, label="Back up changed captions (.bak)")
                         batch_size = gr.Slider(0, 128, 0, step=1, label="Batch size (0: automatic)")
+                        fast_jpeg = gr.Checkbox(
+                            True,
+                            label="Fast JPEG decoding (big photos decoded at 1/2-1/8 scale, still 2x the model's size)",
+                        )
                         id_task = gr.Textbox(visible=False)
                         with gr.Row():
                             start = gr.Button("Tag folder", variant="primary", elem_id=f"{ID}_start")
@@ -129,7 +133,7 @@ def build_tagger_tab() -> gr.Blocks:
 
         tag_inputs = [general, character, include_rating, exclude, additional, character_first]
         tag_inputs += [underscores, escape, sort_by, max_tags]
-        folder_inputs = [input_dir, output_dir, pattern, recursive, existing, backup, batch_size]
+        folder_inputs = [input_dir, output_dir, pattern, recursive, existing, backup, batch_size, fast_jpeg]
 
         def on_interrogate(name, picture, *values):
             result = interrogate_single(service, name, picture, TagForm(*values))
