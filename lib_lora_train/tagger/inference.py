@@ -99,7 +99,9 @@ def predict_paths(
     def submit(number: int) -> Future:
         chunk = chunks[number]
         buffer = np.empty((len(chunk), size, size, 3), dtype=np.float32)
-        decodes = [decode_pool.submit(preprocess_file, path, size, buffer[slot], min_side) for slot, path in enumerate(chunk)]
+        decodes = [
+            decode_pool.submit(preprocess_file, path, size, buffer[slot], min_side) for slot, path in enumerate(chunk)
+        ]
         return infer_pool.submit(_run_batch, model, number * per_batch, chunk, buffer, decodes)
 
     in_flight: deque[Future] = deque()
