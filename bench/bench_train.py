@@ -7,6 +7,11 @@
 (no download). Latents are cached before the timed steps (like kohya's --cache_latents), so the VAE is not in the
 per-step figure. Prints one summary line; peak memory is the process's max RSS on the CPU, or
 torch.cuda.max_memory_allocated on CUDA.
+
+``--count-flops`` also counts the floating-point operations of one training step (torch's FlopCounterMode:
+matmuls, convolutions and attention, forward and backward; one extra untimed step) and measures this machine's
+fp32 matrix-multiply rate, then prints the step's share of it: how close to the hardware a step already runs, so
+how much faster any trainer could go on it.
 """
 
 from __future__ import annotations
@@ -93,6 +98,7 @@ def main() -> int:
     parser.add_argument("--mixed-precision", default="fp16", help="fp16 on CUDA; falls back to fp32 on the CPU")
     parser.add_argument("--gradient-checkpointing", action="store_true")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--count-flops", action="store_true", help="count one step's FLOPs (see the docstring)")
     args = parser.parse_args()
 
     import torch
@@ -123,7 +129,16 @@ def main() -> int:
         name = args.shape
     build_s = time.perf_counter() - t0
     step_times: list[float] = []
-    host.on_event = lambda e: step_times.append(time.perf_counter()) if e.kind == "step" else None
+    counter = FlopCount() if args.count_flops else None
+
+    def on_event(event) -> None:
+        if event.kind != "step":
+            return
+        if counter is not None and counter.wants(event.step):
+            step_times.clear()  # the counted step is not timed: timing starts where it ended
+        step_times.append(time.perf_counter())
+
+    host.on_event = on_event
     with tempfile.TemporaryDirectory() as tmp:
         dataset = write_tiny_dataset(Path(tmp) / "data", count=max(2, args.batch), size=args.resolution)
         version = ProjectStore(Path(tmp) / "out").create_version("bench", "v")
@@ -134,7 +149,7 @@ def main() -> int:
             alpha=args.rank / 2,
             network=args.network,
             te_lr=args.te_lr,
-            max_steps=args.steps + 1,
+            max_steps=args.steps + 1 + (1 if counter else 0),
             save_every=0,
             mixed_precision=args.mixed_precision,
             gradient_checkpointing=args.gradient_checkpointing,
@@ -158,7 +173,56 @@ def main() -> int:
         f"precision={args.mixed_precision} gc={args.gradient_checkpointing} steps={len(step_times) - 1} "
         f"s_per_step={per_step:.3f} it_per_s={1 / per_step:.3f} {peak} build_s={build_s:.1f}"
     )
+    if counter is not None:
+        flops = counter.total
+        peak_rate = matmul_rate(device)
+        print(
+            f"bench_train flops: one step = {flops / 1e12:.3f} TFLOP (matmul, conv, attention; fwd+bwd); at "
+            f"{per_step:.3f} s/step that is {flops / per_step / 1e9:.0f} GFLOP/s; this machine's fp32 matmul rate "
+            f"(4096x4096, {torch.get_num_threads()} threads) is {peak_rate / 1e9:.0f} GFLOP/s, so a step runs at "
+            f"{flops / per_step / peak_rate:.0%} of it and could take no less than {flops / peak_rate:.2f} s"
+        )
     return 0
+
+
+class FlopCount:
+    """Counts the FLOPs of the step after the first: the counter is switched on when step 1 ends, off when step 2
+    ends (the training loop runs in this thread, and the events come from it)."""
+
+    def __init__(self):
+        from torch.utils.flop_counter import FlopCounterMode
+
+        self.mode = FlopCounterMode(display=False)
+        self.total = 0
+
+    def wants(self, step: int) -> bool:
+        """Called at the end of every step; True for the step that was counted (and for the one that starts it)."""
+        if step == 1:
+            self.mode.__enter__()
+            return False  # step 1 is the warm-up the timing skips anyway
+        if step == 2:
+            self.mode.__exit__(None, None, None)
+            self.total = self.mode.get_total_flops()
+            return True
+        return False
+
+
+def matmul_rate(device, size: int = 4096, repeats: int = 5) -> float:
+    """The best fp32 matrix-multiply rate of ``repeats`` runs, in FLOP/s."""
+    import torch
+
+    a = torch.randn(size, size, device=device)
+    b = torch.randn(size, size, device=device)
+    best = float("inf")
+    for _ in range(repeats + 1):  # the first run warms up
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        a @ b
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - start)
+    return 2 * size**3 / best
 
 
 if __name__ == "__main__":
