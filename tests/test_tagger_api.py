@@ -113,6 +113,21 @@ def test_batch_route_tags_a_folder(client, tmp_path):
     assert len((data / "1.txt").read_text(encoding="utf-8").split(", ")) == 3
 
 
+@pytest.mark.parametrize("fast_jpeg", [True, False])
+def test_batch_route_passes_the_jpeg_decoding_choice(client, tmp_path, monkeypatch, fast_jpeg):
+    from lib_lora_train.tagger import inference
+
+    data = tmp_path / "data"
+    data.mkdir()
+    Image.new("RGB", (20, 20), "white").save(data / "a.jpg")
+    asked = []
+    real = inference.load_rgb
+    monkeypatch.setattr(inference, "load_rgb", lambda path, min_side=None: asked.append(min_side) or real(path))
+    body = {"input_dir": str(data), "model": "tiny-local", "fast_jpeg": fast_jpeg}
+    assert client.post(f"{ROOT}/batch", json=body).json()["written"] == 1
+    assert (asked[0] is not None) == fast_jpeg
+
+
 @pytest.mark.parametrize(
     "extra", [{"existing": "clobber"}, {"unknown_field": 1}, {"pattern": "../x.txt"}, {"input_dir": "/does/not/exist"}]
 )
