@@ -12,6 +12,7 @@ import os
 import shutil
 import sys
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 
 
@@ -51,6 +52,32 @@ def atomic_write_text(
     atomic_write_bytes(path, text.encode(encoding), backup=backup, backup_suffix=backup_suffix)
 
 
+def sync_filesystems(folders: Iterable[str | os.PathLike]) -> None:
+    """Flush to disk every pending write of the file systems that hold ``folders`` (POSIX; see ``os.sync``).
+
+    On Linux this is one ``syncfs`` per file system, so a save does not also wait for unrelated writes elsewhere on
+    the machine (a checkpoint being downloaded to another disk, say); elsewhere it is ``os.sync()``.
+    """
+    if _syncfs is None:
+        os.sync()
+        return
+    done: set[int] = set()
+    for folder in folders:
+        try:
+            fd = os.open(folder, os.O_RDONLY)
+        except OSError:
+            continue  # the folder went away: nothing of ours left to flush there
+        try:
+            device = os.fstat(fd).st_dev
+            if device not in done:
+                done.add(device)
+                if _syncfs(fd) != 0:
+                    os.sync()  # syncfs refused (an odd file system): the machine-wide flush still gives the guarantee
+                    return
+        finally:
+            os.close(fd)
+
+
 # renameat2(2) flag; Linux 3.15+, and only on file systems that implement it (ext4, xfs, btrfs, tmpfs...)
 _RENAME_EXCHANGE = 2
 _renameat2 = None
@@ -60,6 +87,13 @@ if sys.platform.startswith("linux"):
         _renameat2.argtypes = (ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint)
     except (AttributeError, OSError):  # a libc without renameat2 (glibc < 2.28, some musl builds)
         _renameat2 = None
+_syncfs = None
+if sys.platform.startswith("linux"):
+    try:
+        _syncfs = ctypes.CDLL(None, use_errno=True).syncfs
+        _syncfs.argtypes = (ctypes.c_int,)
+    except (AttributeError, OSError):
+        _syncfs = None
 _AT_FDCWD = -100
 # the kernel or the file system cannot exchange: fall back to a plain rename
 _NO_EXCHANGE = {errno.EINVAL, errno.ENOSYS, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.EPERM}

@@ -273,3 +273,31 @@ def test_load_sweeps_temp_files_of_a_killed_save_only(tmp_path):
     assert len(ds) == 1 and not ds.load_errors
     kept = {p.name for p in folder.iterdir() if p.name.startswith(".")}
     assert kept == {name for name, swept in leftovers.items() if not swept}
+
+
+def test_batch_save_flushes_the_data_before_any_caption_takes_its_place(tmp_path, monkeypatch):
+    folder = make_folder(tmp_path / "ds", {"a.png": "x", "sub/b.png": "y"})
+    ds = Dataset.load(folder)
+    ds.apply(AddTags(("mychar",)))
+    events = []
+    real_put = saving._put_in_place
+    monkeypatch.setattr(saving, "sync_filesystems", lambda folders: events.append(("sync", sorted(folders))))
+    monkeypatch.setattr(saving, "_put_in_place", lambda a, b: events.append(("put", b)) or real_put(a, b))
+    assert save_dataset(ds).ok
+    assert events[0] == ("sync", sorted({str(folder), str(folder / "sub")}))
+    assert sorted(e[1] for e in events[1:]) == sorted([str(folder / "a.txt"), str(folder / "sub" / "b.txt")])
+
+
+def test_sync_flushes_each_file_system_once(tmp_path, monkeypatch):
+    from lib_lora_train import fileio
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    calls = []
+    monkeypatch.setattr(fileio, "_syncfs", lambda fd: calls.append(os.fstat(fd).st_dev) or 0)
+    fileio.sync_filesystems([tmp_path / "a", tmp_path / "b", tmp_path / "gone"])
+    assert calls == [os.stat(tmp_path).st_dev]  # one file system, flushed once; a missing folder is no error
+    monkeypatch.setattr(fileio, "_syncfs", None)  # no syncfs (not Linux): the machine-wide flush
+    monkeypatch.setattr(fileio.os, "sync", lambda: calls.append("sync"))
+    fileio.sync_filesystems([tmp_path / "a"])
+    assert calls[-1] == "sync"

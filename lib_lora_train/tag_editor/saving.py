@@ -5,10 +5,11 @@ killed process leaves each caption with either its old or its new text, never em
 
 Durability (what survives a power cut, not just a crash of the process) is a choice, ``durability``:
 
-- ``"batch"`` (default): write every temporary file, flush them all to disk with one ``os.sync()``, then swap
-  them into place and fsync each folder once. The data is on disk before any swap, as with a per-file fsync, but
-  the disk is flushed once instead of 10,000 times. ``os.sync`` flushes the whole machine's pending writes, which
-  is why it is one call per save and not one per file.
+- ``"batch"`` (default): write every temporary file, flush them all to disk at once (``fileio.sync_filesystems``:
+  a ``syncfs`` of the file system that holds them, ``os.sync`` where there is none), then swap them into place and
+  fsync each folder once. The data is on disk before any swap, as with a per-file fsync, but the disk is flushed
+  once instead of 10,000 times. The flush covers every pending write of that file system, which is why it is one
+  call per save and not one per file.
 
 A new caption goes into place with ``fileio.exchange_files`` where the file system can (Linux: ext4, xfs, btrfs,
 tmpfs...), ``os.replace`` elsewhere. Both are atomic; the exchange leaves the previous version in the temporary
@@ -28,7 +29,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Literal
 
-from lib_lora_train.fileio import atomic_write_text, exchange_files
+from lib_lora_train.fileio import atomic_write_text, exchange_files, sync_filesystems
 from lib_lora_train.tag_editor import cleanup
 from lib_lora_train.tag_editor.captions import join_tags
 from lib_lora_train.tag_editor.dataset import Dataset
@@ -188,7 +189,7 @@ def save_dataset(
             if item is not None:
                 pending.append(item)
         if durability == "batch" and pending:
-            os.sync()
+            sync_filesystems({item.target.rpartition(os.sep)[0] for item in pending})
         _commit_all(pending)
         folders: set[str] = set()
         interrupt: BaseException | None = None
