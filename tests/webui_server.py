@@ -52,7 +52,7 @@ class WebUI:
         self.log_path = workdir / "webui.log"
         self.process: subprocess.Popen | None = None
 
-    def start(self, checkpoint: str = "tiny-sd1", timeout: float = 300) -> None:
+    def start(self, checkpoint: str = "tiny-sd1", timeout: float = 300, extra_args: tuple[str, ...] = ()) -> None:
         (self.data / "extensions").mkdir(parents=True)
         (self.data / "extensions" / "lora-train-tools").symlink_to(ROOT)  # installed the way users clone it
         ckpts = self.models / "Stable-diffusion"
@@ -69,7 +69,7 @@ class WebUI:
                 "--use-cpu", "all", "--no-half", "--precision", "full", "--no-download-sd-model", "--api",
                 "--port", str(self.port), "--data-dir", str(self.data), "--models-dir", str(self.models),
                 "--lora-dir", str(self.lora_dir), "--ckpt", str(ckpts / f"{checkpoint}.safetensors"),
-                "--loglevel", "DEBUG"]  # fmt: skip
+                "--loglevel", "DEBUG", *extra_args]  # fmt: skip
         env = {k: v for k, v in os.environ.items() if k != "COMMANDLINE_ARGS"}
         env.update(HF_HOME=str(FIXTURES / "hf_home"), HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
                    GRADIO_ANALYTICS_ENABLED="False", PYTHONUNBUFFERED="1")  # fmt: skip
@@ -96,10 +96,14 @@ class WebUI:
     def log(self) -> str:
         return self.log_path.read_text(encoding="utf-8", errors="replace") if self.log_path.exists() else ""
 
-    def call(self, method: str, path: str, body: dict | None = None, timeout: float = 600):
+    def call(self, method: str, path: str, body: dict | None = None, timeout: float = 600, auth: str | None = None):
+        """``auth``: "user:password" sent as HTTP basic auth."""
         data = json.dumps(body).encode() if body is not None else None
+        headers = {"Content-Type": "application/json"}
+        if auth is not None:
+            headers["Authorization"] = "Basic " + base64.b64encode(auth.encode()).decode()
         request = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}", data=data, method=method,
-                                         headers={"Content-Type": "application/json"})  # fmt: skip
+                                         headers=headers)  # fmt: skip
         try:
             with urllib.request.urlopen(request, timeout=timeout) as answer:
                 return answer.status, json.loads(answer.read() or b"null")
