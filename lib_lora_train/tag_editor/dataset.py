@@ -380,7 +380,7 @@ def _collector_paused() -> Iterator[None]:
     """No cyclic garbage collection inside a loop over every caption.
 
     Such a loop allocates tens of thousands of lists, tuples and sets, which starts collections that walk the
-    whole dataset again and again (30-40 ms of a 10,000-caption edit, measured). None of those objects can form a
+    whole dataset again and again (30-60 ms of a 10,000-caption edit, measured). None of those objects can form a
     cycle, so nothing is left for the collector when it is switched back on.
     """
     if not gc.isenabled():  # someone else paused it: leave it as they want it

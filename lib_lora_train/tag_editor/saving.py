@@ -1,7 +1,7 @@
 """Saving captions: only the changed ones, each atomically, optionally keeping the previous text as a backup.
 
-Every caption goes through a temporary file in its own folder and an atomic rename or exchange, so a crash, a full disk or a
-killed process leaves each caption with either its old or its new text, never empty or half written.
+Every caption goes through a temporary file in its own folder and an atomic rename or exchange, so a crash, a full
+disk or a killed process leaves each caption with either its old or its new text, never empty or half written.
 
 Durability (what survives a power cut, not just a crash of the process) is a choice, ``durability``:
 
@@ -10,15 +10,15 @@ Durability (what survives a power cut, not just a crash of the process) is a cho
   fsync each folder once. The data is on disk before any swap, as with a per-file fsync, but the disk is flushed
   once instead of 10,000 times. The flush covers every pending write of that file system, which is why it is one
   call per save and not one per file.
+- ``"per_file"``: ``lib_lora_train.fileio.atomic_write_text`` for each caption (fsync per file); slowest.
+- ``"none"``: temporary file and rename without any flush: atomic against a crash of the WebUI, but after a
+  power cut the file system may hold the new name with old or empty data (ext4 ``data=ordered`` usually
+  prevents that). For throwaway work only.
 
 A new caption goes into place with ``fileio.exchange_files`` where the file system can (Linux: ext4, xfs, btrfs,
 tmpfs...), ``os.replace`` elsewhere. Both are atomic; the exchange leaves the previous version in the temporary
 file, and ``cleanup.discard_later`` deletes those after the save returns, because freeing 10,000 files inside the
 renames is what made a save take seconds (see ``exchange_files``).
-- ``"per_file"``: ``lib_lora_train.fileio.atomic_write_text`` for each caption (fsync per file); slowest.
-- ``"none"``: temporary file and rename without any flush: atomic against a crash of the WebUI, but after a
-  power cut the file system may hold the new name with old or empty data (ext4 ``data=ordered`` usually
-  prevents that). For throwaway work only.
 """
 
 from __future__ import annotations
