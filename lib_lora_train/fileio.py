@@ -78,22 +78,22 @@ def sync_filesystems(folders: Iterable[str | os.PathLike]) -> None:
             os.close(fd)
 
 
+def _libc_function(name: str, *argtypes):
+    """A Linux libc function by name, or None (another OS, or a libc without it: renameat2 needs glibc 2.28)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        function = getattr(ctypes.CDLL(None, use_errno=True), name)
+    except (AttributeError, OSError):
+        return None
+    function.argtypes = argtypes
+    return function
+
+
 # renameat2(2) flag; Linux 3.15+, and only on file systems that implement it (ext4, xfs, btrfs, tmpfs...)
 _RENAME_EXCHANGE = 2
-_renameat2 = None
-if sys.platform.startswith("linux"):
-    try:
-        _renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
-        _renameat2.argtypes = (ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint)
-    except (AttributeError, OSError):  # a libc without renameat2 (glibc < 2.28, some musl builds)
-        _renameat2 = None
-_syncfs = None
-if sys.platform.startswith("linux"):
-    try:
-        _syncfs = ctypes.CDLL(None, use_errno=True).syncfs
-        _syncfs.argtypes = (ctypes.c_int,)
-    except (AttributeError, OSError):
-        _syncfs = None
+_renameat2 = _libc_function("renameat2", ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint)
+_syncfs = _libc_function("syncfs", ctypes.c_int)
 _AT_FDCWD = -100
 # the kernel or the file system cannot exchange: fall back to a plain rename
 _NO_EXCHANGE = {errno.EINVAL, errno.ENOSYS, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.EPERM}
