@@ -68,6 +68,17 @@ def test_assign_buckets_without_bucketing_uses_squares():
     assert assign_buckets(sizes, resolution=512) == [(256, 832), (704, 320)]
 
 
+def test_a_strip_thinner_than_a_step_stays_within_the_area_and_the_largest_side():
+    # found by the property test below: 16x4160 became a 64x4160 bucket, over 512**2 and longer than any bucket
+    buckets = make_buckets(512, 64, 256, 2048)
+    assert max(max(b) for b in buckets) == 1024
+    assert choose_bucket(16, 4160, buckets, resolution=512, step=64, no_upscale=True) == (64, 1024)
+    assert choose_bucket(4160, 16, buckets, resolution=512, step=64, no_upscale=True) == (1024, 64)
+    large = make_buckets(1024, 64, 256, 2048)
+    assert choose_bucket(40, 3000, large, resolution=1024, step=64, no_upscale=True) == (64, 2048)
+    assert choose_bucket(40, 900, large, resolution=1024, step=64, no_upscale=True) == (64, 896)  # fits: own size
+
+
 @given(
     st.integers(16, 8000),
     st.integers(16, 8000),

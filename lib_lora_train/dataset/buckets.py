@@ -55,11 +55,30 @@ def choose_bucket(
     if width <= 0 or height <= 0:
         raise ValueError(f"image size {width}x{height} has no pixels")
     if no_upscale and width * height <= resolution * resolution:
-        return max(step, width // step * step), max(step, height // step * step)
+        return _own_size_bucket(width, height, buckets, resolution, step)
     if not buckets:
         raise ValueError("no buckets to choose from; build them with make_buckets")
     target = math.log(width / height)
     return min(buckets, key=lambda b: (abs(math.log(b[0] / b[1]) - target), -b[0] * b[1], b[0]))
+
+
+def _own_size_bucket(
+    width: int, height: int, buckets: Sequence[tuple[int, int]], resolution: int, step: int
+) -> tuple[int, int]:
+    """The image's own size rounded down to ``step``, for ``no_upscale``.
+
+    A side thinner than one step still becomes one step, which can push a long strip (16x4160) past the area
+    budget; its long side is then shortened to fit the budget and the largest bucket side (the strip is cropped
+    along it, as any image is cropped to its bucket).
+    """
+    bw, bh = max(step, width // step * step), max(step, height // step * step)
+    longest = max((max(b) for b in buckets), default=None)
+    budget = max(resolution * resolution, step * step)
+    if bw >= bh:
+        bw = max(step, min(bw, budget // bh // step * step, longest or bw))
+    else:
+        bh = max(step, min(bh, budget // bw // step * step, longest or bh))
+    return bw, bh
 
 
 def assign_buckets(
