@@ -10,8 +10,8 @@ from PIL import Image
 from lib_lora_train.compare.run import RenderedCell
 from lib_lora_train.compare.service import compare_version
 from lib_lora_train.store import ProjectStore
-from lib_lora_train.webui.api_auth import basic_auth_dependency
-from lib_lora_train.webui.compare_api import mount_compare_api
+from lib_lora_train.ui.api_auth import basic_auth_dependency
+from lib_lora_train.ui.compare.api import mount_compare_api
 
 
 @pytest.fixture

@@ -4,7 +4,8 @@ import pytest
 from PIL import Image
 
 from lib_lora_train.store import ProjectStore
-from lib_lora_train.webui import compare_render, compare_tab
+from lib_lora_train.ui.compare import render as compare_render
+from lib_lora_train.ui.compare import tab as compare_tab
 
 
 @pytest.fixture

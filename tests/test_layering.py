@@ -1,34 +1,76 @@
-"""The core must stay free of the WebUI and of gradio, and scripts/ must stay thin (DESIGN.md section 2)."""
+"""The rings of DESIGN.md section 2: the core imports no host and no gradio; the tabs (``ui/``) may use gradio but
+reach a host only through ``ui.runtime``, never a host's ``modules`` or a host adapter; each host adapter (``webui/``
+for A1111, ``standalone/``) stays out of the other; scripts/ stays thin."""
 
 import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 CORE = ROOT / "lib_lora_train"
-HOST_PACKAGE = CORE / "webui"
+UI = CORE / "ui"
+WEBUI = CORE / "webui"
+STANDALONE = CORE / "standalone"
+RINGS = (UI, WEBUI, STANDALONE)
 FORBIDDEN = {"modules", "gradio", "launch", "scripts"}
+HOST_ONLY = {"modules", "launch", "scripts"}  # what a host's own process provides (A1111 and Forge alike)
+
+
+def _imported_modules(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module)
+            names.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return names
 
 
 def _imported_roots(path: Path) -> set[str]:
-    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
-    roots = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            roots.update(alias.name.split(".")[0] for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            roots.add(node.module.split(".")[0])
-    return roots
+    return {name.split(".")[0] for name in _imported_modules(path)}
+
+
+def _offenders(folder: Path, forbidden_roots: set[str], forbidden_packages: tuple[str, ...] = ()) -> dict:
+    offenders = {}
+    for path in folder.rglob("*.py"):
+        if folder == CORE and any(ring in path.parents for ring in RINGS):
+            continue
+        names = _imported_modules(path)
+        bad = {n.split(".")[0] for n in names} & forbidden_roots
+        bad |= {n for n in names for p in forbidden_packages if n == p or n.startswith(p + ".")}
+        if bad:
+            offenders[str(path.relative_to(ROOT) if path.is_relative_to(ROOT) else path)] = sorted(bad)
+    return offenders
 
 
 def test_core_never_imports_the_webui_or_gradio():
-    offenders = {}
-    for path in CORE.rglob("*.py"):
-        if HOST_PACKAGE in path.parents:
-            continue
-        bad = _imported_roots(path) & FORBIDDEN
-        if bad:
-            offenders[str(path.relative_to(ROOT))] = sorted(bad)
-    assert offenders == {}, f"core files import host packages: {offenders}"
+    hosts = ("lib_lora_train.ui", "lib_lora_train.webui", "lib_lora_train.standalone")
+    offenders = _offenders(CORE, FORBIDDEN, hosts)
+    assert offenders == {}, f"core files import host packages or the rings around the core: {offenders}"
+
+
+def test_tabs_reach_a_host_only_through_the_runtime():
+    offenders = _offenders(UI, HOST_ONLY, ("lib_lora_train.webui", "lib_lora_train.standalone"))
+    assert offenders == {}, f"tab files import a host directly: {offenders}"
+
+
+def test_each_host_adapter_stays_out_of_the_other():
+    assert _offenders(WEBUI, set(), ("lib_lora_train.standalone",)) == {}
+    assert _offenders(STANDALONE, HOST_ONLY, ("lib_lora_train.webui",)) == {}
+
+
+def test_the_tab_packages_are_one_per_tab():
+    tabs = {p.name for p in UI.iterdir() if p.is_dir() and (p / "__init__.py").exists()}
+    assert tabs == {"tagger", "tag_editor", "train", "compare"}
+    assert all((UI / tab / "tab.py").is_file() for tab in tabs)
+
+
+def test_ring_check_sees_a_violation(tmp_path):
+    (tmp_path / "x.py").write_text("from modules import shared\nfrom lib_lora_train.webui.runtime import WebUIRuntime\n")
+    found = _offenders(tmp_path, HOST_ONLY, ("lib_lora_train.webui",))
+    assert list(found.values()) == [["lib_lora_train.webui.runtime", "lib_lora_train.webui.runtime.WebUIRuntime",
+                                     "modules"]]  # fmt: skip
 
 
 def test_layering_check_sees_a_violation(tmp_path):

@@ -10,10 +10,10 @@ from tag_editor_helpers import make_folder
 
 gr = pytest.importorskip("gradio")
 
-from lib_lora_train.webui import tag_editor_handlers as h  # noqa: E402
-from lib_lora_train.webui import tag_editor_tools as tools  # noqa: E402
-from lib_lora_train.webui.tag_editor_api import mount_tag_editor_api  # noqa: E402
-from lib_lora_train.webui.tag_editor_tab import build_tag_editor_tab, current_dataset_folder  # noqa: E402
+from lib_lora_train.ui.tag_editor import handlers as h  # noqa: E402
+from lib_lora_train.ui.tag_editor import tools as tools  # noqa: E402
+from lib_lora_train.ui.tag_editor.api import mount_tag_editor_api  # noqa: E402
+from lib_lora_train.ui.tag_editor.tab import build_tag_editor_tab, current_dataset_folder  # noqa: E402
 
 
 @pytest.fixture

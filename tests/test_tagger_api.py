@@ -11,7 +11,7 @@ from PIL import Image
 from tagger_graphs import make_model_folder
 
 from lib_lora_train.tagger.service import TaggerConfig, TaggerService
-from lib_lora_train.webui.tagger_api import mount_tagger_api
+from lib_lora_train.ui.tagger.api import mount_tagger_api
 
 ROOT = "/tagger/v1"
 

@@ -15,7 +15,7 @@ from lib_lora_train.tagger.tab_actions import (
     tag_folder,
     unload_models,
 )
-from lib_lora_train.webui import tagger_settings
+from lib_lora_train.ui.tagger import settings as tagger_settings
 
 
 @pytest.fixture()
@@ -79,7 +79,7 @@ def test_settings_outside_the_webui_are_the_defaults():
 
 def test_tab_builds_without_the_webui(service, monkeypatch):
     gr = pytest.importorskip("gradio")
-    from lib_lora_train.webui.tagger_tab import build_tagger_tab
+    from lib_lora_train.ui.tagger.tab import build_tagger_tab
 
     monkeypatch.setattr(tagger_settings, "_service", service)
     monkeypatch.setattr(
@@ -87,7 +87,7 @@ def test_tab_builds_without_the_webui(service, monkeypatch):
         "read_tagger_settings",
         lambda: tagger_settings.TaggerSettings(service.config, True, 0.35, 0.85),
     )
-    monkeypatch.setattr("lib_lora_train.webui.tagger_tab.read_tagger_settings", tagger_settings.read_tagger_settings)
+    monkeypatch.setattr("lib_lora_train.ui.tagger.tab.read_tagger_settings", tagger_settings.read_tagger_settings)
     tab = build_tagger_tab()
     assert isinstance(tab, gr.Blocks)
     dropdowns = [b for b in tab.blocks.values() if isinstance(b, gr.Dropdown)]

@@ -7,7 +7,7 @@ from webui_fakes import FakeHost, fake_train, make_dataset
 
 from lib_lora_train.settings import TrainSettings
 from lib_lora_train.store import ProjectStore
-from lib_lora_train.webui.jobs import JobBusy, JobRunner, TrainJob
+from lib_lora_train.ui.train.jobs import JobBusy, JobRunner, TrainJob
 
 
 def _runner(tmp_path, train_fn, after_done=None):

@@ -5,7 +5,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from lib_lora_train.settings import TrainSettings
-from lib_lora_train.webui.train_plan import (
+from lib_lora_train.ui.train.plan import (
     FolderPlan,
     apply_repeats,
     plan_steps,

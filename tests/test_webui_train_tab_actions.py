@@ -8,8 +8,8 @@ from webui_fakes import FakeHost, fake_train, make_dataset
 
 from lib_lora_train.settings import SettingsError, TrainSettings
 from lib_lora_train.store import ProjectStore
-from lib_lora_train.webui import train_tab_actions as act
-from lib_lora_train.webui.jobs import JobRunner
+from lib_lora_train.ui.train import actions as act
+from lib_lora_train.ui.train.jobs import JobRunner
 
 
 def test_every_engine_option_is_in_the_form_and_round_trips():

@@ -1,7 +1,7 @@
 """What the editor tab shows, independent of any UI toolkit: the open dataset, the filter, the visible ids, the
 selection, the gallery page and the image being edited.
 
-The tab (``lib_lora_train.webui.tag_editor_tab``) only turns these plain values into components, so all of the
+The tab (``lib_lora_train.ui.tag_editor.tab``) only turns these plain values into components, so all of the
 behaviour is testable without gradio.
 """
 

@@ -1,6 +1,6 @@
 """What the Tagger tab's buttons do, without gradio: form values in, texts and confidences out.
 
-The tab (``lib_lora_train.webui.tagger_tab``) only wires these to components and to the WebUI's progress state,
+The tab (``lib_lora_train.ui.tagger.tab``) only wires these to components and to the WebUI's progress state,
 so the behaviour behind every button is testable without a WebUI.
 """
 

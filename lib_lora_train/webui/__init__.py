@@ -1,5 +1,6 @@
-"""Everything that touches the AUTOMATIC1111 WebUI: the host adapter, the tabs, the settings section and the API.
+"""The AUTOMATIC1111 WebUI as a host: its runtime for the tabs, the training host adapter around its loaded model
+(model parts, state snapshots, LoRA un-merging), its renderer, the settings section and the registration.
 
-Only this sub-package imports the WebUI's ``modules`` or gradio (tests/test_layering.py checks the rest of
-``lib_lora_train``); most of its files import them inside functions, so that they load and test without a WebUI.
+Only this sub-package imports the WebUI's ``modules`` (tests/test_layering.py checks it); most files import them
+inside functions, so that they load and are tested without a WebUI.
 """

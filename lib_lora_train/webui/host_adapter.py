@@ -248,7 +248,7 @@ def live_webui():
 
     from modules import call_queue, devices, progress, shared
 
-    from lib_lora_train.webui.sample_render import render_txt2img
+    from lib_lora_train.webui.render import render_txt2img
 
     return SimpleNamespace(
         shared=shared, devices=devices, call_queue=call_queue, progress=progress, render_txt2img=render_txt2img

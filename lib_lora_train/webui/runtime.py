@@ -1,85 +1,200 @@
-"""The live objects one WebUI process shares between the Train Tools tab and the API: one job runner, the project
-store at the configured folder, and the functions that bind them to the running WebUI."""
+"""The tabs' runtime inside the AUTOMATIC1111 WebUI v1.10.x: its Settings (``shared.opts``), folders, GPU queue
+(``call_queue``), progress state (``shared.state`` and ``/internal/progress``), loaded model, built-in Lora list,
+``process_images`` renderer, X/Y/Z axes and "Send to" buttons. Imports of ``modules`` stay inside the methods, so
+this file also loads (and is tested) without a WebUI."""
 
 from __future__ import annotations
 
 import logging
-import threading
+import os
+import sys
 from pathlib import Path
+from typing import Any
 
-from lib_lora_train.publish import publish_checkpoints, unpublish
-from lib_lora_train.store import ProjectStore
-from lib_lora_train.webui import settings as ext_settings
-from lib_lora_train.webui.jobs import JobRunner
+from lib_lora_train.ui.options import OPTIONS
+from lib_lora_train.ui.runtime import NoModelError, UIRuntime
 
 log = logging.getLogger(__name__)
-_runner: JobRunner | None = None
-_runner_lock = threading.Lock()
+
+# Hands the job a task id and shows the WebUI's own progress bar (percent, ETA, textinfo) in ``{target}``.
+# randomId/requestProgress are the WebUI's global JS helpers (progressbar.js); without them the click goes through.
+_PROGRESS_JS = """
+function() {{
+    var args = Array.from(arguments);
+    if (typeof randomId === 'function' && typeof requestProgress === 'function') {{
+        args[0] = randomId();
+        requestProgress(args[0], gradioApp().getElementById('{target}'), null, function() {{}});
+    }}
+    return args;
+}}
+"""
 
 
-def store() -> ProjectStore:
-    """The project store at the folder the settings name (read each time: the user may change it)."""
-    return ProjectStore(ext_settings.output_root())
+class WebUIRuntime(UIRuntime):
+    name = "webui"
 
+    def __init__(self) -> None:  # no state of its own: everything lives in the WebUI
+        pass
 
-def make_host(stop_event: threading.Event, listener, task_id: str | None):
-    from lib_lora_train.webui.host_adapter import WebUIHost, live_webui
+    @property
+    def state(self):  # the WebUI's job state: the Interrupt button, textinfo and the progress bar read it
+        from modules import shared
 
-    return WebUIHost(live_webui(), stop_event=stop_event, listener=listener, task_id=task_id)
+        return shared.state
 
+    # --- settings and folders
 
-def publish(version, checkpoints: list[Path]) -> tuple[list[Path], list[str]]:
-    """Publish a finished job's checkpoints as the settings say, and let the WebUI's LoRA list see them."""
-    mode = ext_settings.option(ext_settings.PUBLISH_MODE)
-    subfolder = ext_settings.option(ext_settings.PUBLISH_SUBFOLDER)
-    result = publish_checkpoints(checkpoints, ext_settings.lora_dir(), subfolder=subfolder, mode=mode)
-    refresh_lora_list()
-    return result.published, result.notes
+    def option(self, key: str) -> Any:
+        from modules import shared
 
+        if key in shared.opts.data_labels:
+            value = getattr(shared.opts, key, None)
+            if value is not None:
+                return value
+        return OPTIONS[key].default
 
-def unpublish_version(version) -> list[Path]:
-    """Remove a version's published epochs from the LoRA folder (before it goes to the trash)."""
-    names = [path.name for _, path in version.list_checkpoints()]
-    removed = unpublish(names, ext_settings.lora_dir(), subfolder=ext_settings.option(ext_settings.PUBLISH_SUBFOLDER))
-    if removed:
-        refresh_lora_list()
-    return removed
+    def data_dir(self) -> Path:
+        from modules import paths_internal
 
+        return Path(paths_internal.data_path)
 
-def refresh_lora_list() -> None:
-    """Re-read the LoRA folder so that new epochs show in the Lora tab without pressing refresh."""
-    from lib_lora_train.webui.lora_unmerge import builtin_networks_module
+    def models_dir(self) -> Path:
+        from modules import paths
 
-    networks = builtin_networks_module()
-    if networks is not None and hasattr(networks, "list_available_networks"):
-        try:
+        return Path(paths.models_path)
+
+    def cache_dir(self) -> Path:
+        return Path(os.environ.get("SD_WEBUI_CACHE_DIR") or self.data_dir() / "cache")
+
+    def lora_dir(self) -> Path:
+        """``--lora-dir`` (added by the built-in Lora extension); models/Lora otherwise."""
+        from modules import shared
+
+        return Path(getattr(shared.cmd_opts, "lora_dir", None) or self.models_dir() / "Lora")
+
+    # --- GPU queue and progress
+
+    def gpu_lock(self):
+        from modules import call_queue
+
+        return call_queue.queue_lock
+
+    def wrap_gpu_call(self, fn, extra_outputs=None):
+        from modules import call_queue
+
+        return call_queue.wrap_gradio_gpu_call(fn, extra_outputs=list(extra_outputs or []))
+
+    def wrap_queued_call(self, fn):
+        from modules import call_queue
+
+        return call_queue.wrap_queued_call(fn)
+
+    def progress_js(self, target_elem_id: str) -> str:
+        return _PROGRESS_JS.format(target=target_elem_id)
+
+    def queue_task(self, task_id: str) -> None:
+        from modules import progress
+
+        progress.add_task_to_queue(task_id)
+
+    # --- the model
+
+    def model_arch(self) -> str | None:
+        from modules import shared
+
+        model = shared.sd_model
+        if model is None:
+            return None
+        if getattr(model, "is_sdxl", False):
+            return "sdxl"
+        return "sd2" if getattr(model, "is_sd2", False) else "sd1"
+
+    def make_training_host(self, stop_event, listener, task_id):
+        from lib_lora_train.webui.host_adapter import WebUIHost, live_webui
+
+        return WebUIHost(live_webui(), stop_event=stop_event, listener=listener, task_id=task_id)
+
+    def host_fingerprint(self, live: bool = False) -> dict:
+        """Under the GPU lock, so that no generation interleaves."""
+        from modules import call_queue, shared
+
+        from lib_lora_train.webui.model_parts import parts_to_fingerprint
+        from lib_lora_train.webui.model_state import fingerprint
+
+        if shared.sd_model is None:
+            raise NoModelError("no checkpoint is loaded")
+        with call_queue.queue_lock:
+            return fingerprint(parts_to_fingerprint(shared.sd_model), live=live)
+
+    # --- LoRA list and rendering
+
+    def refresh_lora_list(self) -> None:
+        networks = _networks_module()
+        if networks is not None:
             networks.list_available_networks()
-        except Exception as exc:  # a damaged file elsewhere in the LoRA folder must not fail the job
-            log.warning("could not refresh the LoRA list: %s", exc)
+
+    def available_lora_names(self) -> set[str] | None:
+        networks = _networks_module()
+        if networks is None:
+            return None
+        # file stems only: aliases (ss_output_name) are shared by every epoch of a version and resolve to none of them
+        return set(networks.available_networks)
+
+    def render_cell(self, plan, cell):
+        from lib_lora_train.webui.render import render_cell
+
+        return render_cell(plan, cell)
+
+    def compose_grid(self, images, row_labels, col_labels):
+        from lib_lora_train.webui.render import compose_with_webui
+
+        return compose_with_webui(images, row_labels, col_labels)
+
+    def sampler_choices(self) -> tuple[list[str], list[str]]:
+        try:
+            from modules import sd_samplers, sd_schedulers
+
+            return list(sd_samplers.visible_sampler_names()), [s.label for s in sd_schedulers.schedulers]
+        except (ImportError, AttributeError):  # a WebUI before v1.9 has no schedulers
+            return super().sampler_choices()
+
+    def xyz_axes(self) -> list[str]:
+        """The running X/Y/Z plot's axis labels (an extension may have appended some)."""
+        try:
+            from modules import scripts
+
+            for script in scripts.scripts_txt2img.scripts:
+                if script.title() == "X/Y/Z plot" and getattr(script, "current_axis_options", None):
+                    return [option.label for option in script.current_axis_options]
+        except Exception:  # scripts not loaded yet
+            pass
+        return super().xyz_axes()
+
+    # --- the page
+
+    def send_targets(self) -> list[str]:
+        return ["txt2img", "img2img"]
+
+    def send_buttons(self, tabnames):
+        return _paste_module().create_buttons(list(tabnames))
+
+    def bind_send_button(self, button, tabname, text_component, image_component=None) -> None:
+        paste = _paste_module()
+        paste.register_paste_params_button(
+            paste.ParamBinding(paste_button=button, tabname=tabname, source_text_component=text_component,
+                               source_image_component=image_component)
+        )  # fmt: skip
 
 
-def jobs() -> JobRunner:
-    """The process-wide job runner (created on first use)."""
-    global _runner
-    with _runner_lock:
-        if _runner is None:
-            _runner = JobRunner(make_host=make_host, store_factory=store, after_done=publish)
-        return _runner
+def _networks_module():
+    """The built-in Lora extension's ``networks`` module (the WebUI imports it under that name)."""
+    module = sys.modules.get("networks")
+    return module if module is not None and hasattr(module, "list_available_networks") else None
 
 
-def host_fingerprint(live: bool = False) -> dict:
-    """Fingerprint the loaded model's UNet, text encoders and VAE, under the GPU lock so no generation interleaves."""
-    from modules import call_queue, shared
-
-    from lib_lora_train.webui.model_parts import parts_to_fingerprint
-    from lib_lora_train.webui.model_state import fingerprint
-
-    with call_queue.queue_lock:
-        return fingerprint(parts_to_fingerprint(shared.sd_model), live=live)
-
-
-def stop_on_unload() -> None:
-    """``on_script_unloaded``: a UI reload must not leave a training thread holding the model."""
-    if _runner is not None and _runner.is_running():
-        _runner.stop()
-        _runner.wait(60)
+def _paste_module():
+    try:
+        from modules import infotext_utils as paste  # v1.8+
+    except ImportError:
+        from modules import generation_parameters_copypaste as paste  # before v1.8
+    return paste

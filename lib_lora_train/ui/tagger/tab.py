@@ -1,8 +1,7 @@
 """The Tagger tab (gradio 3.41, as in the WebUI v1.10.x). Only wiring: the logic is ``tagger.tab_actions``.
 
-Host pieces are imported lazily and are optional, so the tab also builds outside the WebUI (tests, other hosts):
-the GPU queue lock and progress state (``modules.call_queue`` / ``modules.shared.state``), and the "Send to"
-buttons (``modules.infotext_utils``, ``generation_parameters_copypaste`` before v1.8).
+The host comes in through the runtime: the GPU queue and progress/interrupt state around a folder job, the host's
+progress bar on the start button, and the "Send to txt2img/img2img" buttons where the host has those tabs.
 """
 
 from __future__ import annotations
@@ -19,54 +18,18 @@ from lib_lora_train.tagger.tab_actions import (
     tag_folder,
     unload_models,
 )
-from lib_lora_train.webui.tagger_settings import get_tagger_service, read_tagger_settings
+from lib_lora_train.ui.runtime import current
+from lib_lora_train.ui.tagger.settings import get_tagger_service, read_tagger_settings
 
 ID = "lora_train_tagger"
-# Hands the job a task id and shows the WebUI's own progress bar above the summary (randomId/requestProgress
-# are the WebUI's global JS helpers; without them the click goes through unchanged).
-_START_JS = f"""
-function() {{
-    var args = Array.from(arguments);
-    if (typeof randomId === 'function' && typeof requestProgress === 'function') {{
-        args[0] = randomId();
-        requestProgress(args[0], gradioApp().getElementById('{ID}_progress'), null, function() {{}});
-    }}
-    return args;
-}}
-"""
 _COPY_JS = "(text) => { navigator.clipboard.writeText(text); return []; }"
-
-
-def _host():
-    """(shared, call_queue) inside the WebUI, (None, None) elsewhere."""
-    try:
-        from modules import call_queue, shared
-
-        return shared, call_queue
-    except ImportError:
-        return None, None
-
-
-def _paste_module():
-    try:
-        from modules import infotext_utils as paste  # v1.8+
-
-        return paste
-    except ImportError:
-        pass
-    try:
-        from modules import generation_parameters_copypaste as paste  # before v1.8
-
-        return paste
-    except ImportError:
-        return None
 
 
 def build_tagger_tab() -> gr.Blocks:
     """The Tagger tab's Blocks, ready for ``script_callbacks.on_ui_tabs``."""
     service = get_tagger_service()
     settings = read_tagger_settings()
-    shared, call_queue = _host()
+    runtime = current()
     names = service.model_names()
     default = settings.config.default_model
     general0, character0 = settings.general_threshold, settings.character_threshold
@@ -123,8 +86,7 @@ def build_tagger_tab() -> gr.Blocks:
                 caption = gr.Textbox(label="Caption", lines=4, elem_id=f"{ID}_caption")
                 with gr.Row():
                     copy_button = gr.Button("Copy", elem_id=f"{ID}_copy")
-                    paste = _paste_module()
-                    send = paste.create_buttons(["txt2img", "img2img"]) if paste and shared else {}
+                    send = runtime.send_buttons(["txt2img", "img2img"])
                 ratings = gr.Label(label="Rating", elem_id=f"{ID}_ratings")
                 tags = gr.Label(label="Tags", elem_id=f"{ID}_tags")
                 gr.HTML(elem_id=f"{ID}_progress")  # where the WebUI's progress bar appears
@@ -140,11 +102,10 @@ def build_tagger_tab() -> gr.Blocks:
             return result.caption, result.ratings, result.tags, result.status
 
         def on_folder(task, name, *values):
-            state = shared.state if shared else None
+            state = runtime.state
 
             def progress(done, total, text):
-                if state is not None:
-                    state.job_count, state.job_no, state.textinfo = max(total, 1), done, text
+                state.job_count, state.job_no, state.textinfo = max(total, 1), done, text
 
             report = tag_folder(
                 service,
@@ -152,7 +113,7 @@ def build_tagger_tab() -> gr.Blocks:
                 FolderForm(*values[: len(folder_inputs)]),
                 TagForm(*values[len(folder_inputs) :]),
                 progress=progress,
-                should_stop=lambda: bool(state is not None and state.interrupted),
+                should_stop=lambda: bool(state.interrupted),
             )
             return report, ""
 
@@ -162,22 +123,20 @@ def build_tagger_tab() -> gr.Blocks:
             g, c = model_thresholds(service, name, (general.value, character.value))
             return gr.update(value=g), gr.update(value=c)
 
-        interrogate_fn = call_queue.wrap_queued_call(on_interrogate) if call_queue else on_interrogate
-        folder_fn = call_queue.wrap_gradio_gpu_call(on_folder, extra_outputs=[""]) if call_queue else on_folder
+        interrogate_fn = runtime.wrap_queued_call(on_interrogate)
+        folder_fn = runtime.wrap_gpu_call(on_folder, extra_outputs=[""])
         interrogate.click(interrogate_fn, [model, image, *tag_inputs], [caption, ratings, tags, status])
-        start.click(folder_fn, [id_task, model, *folder_inputs, *tag_inputs], [summary, info], _js=_START_JS)
-        interrupt.click(lambda: shared.state.interrupt() if shared else None, [], [])
+        start.click(
+            folder_fn,
+            [id_task, model, *folder_inputs, *tag_inputs],
+            [summary, info],
+            _js=runtime.progress_js(f"{ID}_progress"),
+        )
+        interrupt.click(lambda: runtime.state.interrupt(), [], [])
         unload.click(lambda: unload_models(service), [], [status])
         refresh.click(lambda: gr.update(choices=service.model_names()), [], [model])
         model.change(on_model, [model], [general, character])
         copy_button.click(None, [caption], [], _js=_COPY_JS)
         for tabname, button in send.items():
-            paste.register_paste_params_button(
-                paste.ParamBinding(
-                    paste_button=button,
-                    tabname=tabname,
-                    source_text_component=caption,
-                    source_image_component=image if tabname == "img2img" else None,
-                )
-            )
+            runtime.bind_send_button(button, tabname, caption, image if tabname == "img2img" else None)
     return tab

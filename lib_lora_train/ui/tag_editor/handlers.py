@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import functools
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import gradio as gr
@@ -29,6 +27,7 @@ from lib_lora_train.tag_editor.operations import (
     Truncate,
 )
 from lib_lora_train.tag_editor.session import EditorSession
+from lib_lora_train.ui.runtime import current
 
 # how many values the view handlers return: gallery, page number, page label, tag table, tags JSON, status
 VIEW_SIZE = 6
@@ -36,17 +35,11 @@ EDITOR_SIZE = 3  # full image, path line, caption text
 
 
 def thumbnail_dir() -> Path:
-    """The WebUI's cache folder when running inside it (kept between restarts), else the system temp folder.
+    """In the host's cache folder (the WebUI's is kept between restarts).
 
     No part of the path may start with a dot: gradio 3.41 refuses to serve such files.
     """
-    try:
-        from modules import paths_internal  # WebUI v1.6+
-
-        base = Path(os.environ.get("SD_WEBUI_CACHE_DIR", os.path.join(paths_internal.data_path, "cache")))
-    except ImportError:
-        base = Path(tempfile.gettempdir())
-    return base / "lora_train_tools_thumbnails"
+    return current().cache_dir() / "lora_train_tools_thumbnails"
 
 
 SESSION = EditorSession(thumbnail_dir())

@@ -23,7 +23,7 @@ from lib_lora_train.tag_editor.image_fixes import (
 from lib_lora_train.tag_editor.operations import AddTags, MergeTags, RemoveTags
 from lib_lora_train.tag_editor.suggestions import find_meta_tags, suggest_synonym_groups, suggest_trait_tags
 from lib_lora_train.tag_editor.trash import default_trash_dir
-from lib_lora_train.webui.tag_editor_handlers import EDITOR_SIZE, SESSION, VIEW_SIZE, _scope, editor, guarded, view
+from lib_lora_train.ui.tag_editor.handlers import EDITOR_SIZE, SESSION, VIEW_SIZE, _scope, editor, guarded, view
 
 # results of the last "find" of each panel, so that the apply buttons act on exactly what was shown
 _found: dict[str, list] = {"synonyms": [], "transparent": [], "wide": [], "duplicates": []}

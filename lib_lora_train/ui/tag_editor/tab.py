@@ -16,10 +16,10 @@ from __future__ import annotations
 import gradio as gr
 
 from lib_lora_train.tag_editor.suggestions import DEFAULT_META_TAGS
-from lib_lora_train.webui import tag_editor_handlers as h
-from lib_lora_train.webui import tag_editor_tools as t
-from lib_lora_train.webui.tag_editor_api import mount_tag_editor_api  # noqa: F401  (re-exported for scripts/)
-from lib_lora_train.webui.tag_editor_handlers import current_dataset_folder  # noqa: F401  (for the Train Tools tab)
+from lib_lora_train.ui.tag_editor import handlers as h
+from lib_lora_train.ui.tag_editor import tools as t
+from lib_lora_train.ui.tag_editor.api import mount_tag_editor_api  # noqa: F401  (re-exported for scripts/)
+from lib_lora_train.ui.tag_editor.handlers import current_dataset_folder  # noqa: F401  (for the Train Tools tab)
 
 SCOPES = ["filtered images", "selected images", "all images"]
 P = "lora_train_tag_editor"  # elem_id prefix

@@ -1,8 +1,8 @@
-"""The Epoch Compare tab: choose a version, its epochs and weights, render the grid with the WebUI, read the scores,
+"""The Epoch Compare tab: choose a version, its epochs and weights, render the grid with the host's sampler, read the scores,
 hand the same comparison to the X/Y/Z plot, and pick the epoch and weight to keep.
 
 The handlers only translate between widgets and the core (``lib_lora_train.compare``); rendering goes through
-``compare_render.run_in_webui`` exactly as the API does.
+``compare_render.run_comparison`` exactly as the API does.
 """
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ from dataclasses import fields
 from lib_lora_train.compare.plan import epoch_entries, expand
 from lib_lora_train.compare.service import DEFAULT_WEIGHTS, CompareRequest, build_plan, guess_activation_tag
 from lib_lora_train.compare.xyz import HandoffError, plan_handoffs, xyz_infotext
-from lib_lora_train.webui import compare_render
+from lib_lora_train.ui.compare import render as compare_render
+from lib_lora_train.ui.runtime import current
 
 log = logging.getLogger(__name__)
 
@@ -67,18 +68,6 @@ def xyz_strings(request: CompareRequest) -> tuple[str, str, str, str]:
     return handoff.x_text, handoff.y_text, xyz_infotext(plan, handoff), " ".join([message, *notes])
 
 
-def _choices():
-    samplers, schedulers = ["Euler a", "Euler", "DPM++ 2M"], ["Automatic"]
-    try:
-        from modules import sd_samplers, sd_schedulers
-
-        samplers = list(sd_samplers.visible_sampler_names())
-        schedulers = [s.label for s in sd_schedulers.schedulers]
-    except (ImportError, AttributeError):  # older WebUI without schedulers, or outside it
-        pass
-    return samplers, schedulers
-
-
 def _projects() -> dict[str, list[str]]:
     try:
         return {p.name: [v.name for v in p.versions] for p in compare_render.project_store().list_projects()}
@@ -87,22 +76,12 @@ def _projects() -> dict[str, list[str]]:
         return {}
 
 
-def _paste_binding(gr_button, source_textbox) -> None:
-    """Make ``gr_button`` paste ``source_textbox`` (generation parameters) into txt2img and switch to it."""
-    try:
-        from modules import infotext_utils as paste  # v1.8+
-    except ImportError:
-        from modules import generation_parameters_copypaste as paste  # before v1.8
-    paste.register_paste_params_button(
-        paste.ParamBinding(paste_button=gr_button, tabname="txt2img", source_text_component=source_textbox)
-    )
-
-
 def build_compare_tab():
     """The tab's ``gr.Blocks`` (register with ``on_ui_tabs``)."""
     import gradio as gr
 
-    samplers, schedulers = _choices()
+    runtime = current()
+    samplers, schedulers = runtime.sampler_choices()
     projects = _projects()
     with gr.Blocks(analytics_enabled=False) as tab:
         with gr.Row():
@@ -146,7 +125,8 @@ def build_compare_tab():
             infotext = gr.Textbox(visible=False)
             with gr.Row():
                 make_xyz = gr.Button("Make X/Y/Z strings")
-                send = gr.Button("Send to txt2img with X/Y/Z plot", elem_id="lora_compare_send_xyz")
+                send = gr.Button("Send to txt2img with X/Y/Z plot", elem_id="lora_compare_send_xyz",
+                                 visible="txt2img" in runtime.send_targets())  # fmt: skip
         with gr.Accordion("Pick", open=True):
             with gr.Row():
                 pick_epoch = gr.Dropdown(label="Chosen epoch", choices=[])
@@ -160,9 +140,9 @@ def build_compare_tab():
         inputs = [project, version, epochs, every, subset, weights, no_lora, prompts, negative, seeds,
                   sampler, scheduler, steps, cfg, width, height, score, traits, threshold]  # fmt: skip
 
-        def on_refresh(current):
+        def on_refresh(selected):
             fresh = _projects()
-            return gr.update(choices=sorted(fresh), value=current if current in fresh else None)
+            return gr.update(choices=sorted(fresh), value=selected if selected in fresh else None)
 
         def on_project(name):
             names = _projects().get(name or "", [])
@@ -185,7 +165,7 @@ def build_compare_tab():
                 def report(done, total, cell):
                     progress(done / max(total, 1), desc=f"{done}/{total}: {cell.epoch.label}, {cell.column_label}")
 
-                plan, result = compare_render.run_in_webui(request, progress=report)
+                plan, result = compare_render.run_comparison(request, progress=report)
             except ValueError as exc:  # PlanError, StoreError: the message names the field and the fix
                 return [], None, f"**Cannot compare:** {exc}", "", "", "", gr.update(), gr.update()
             lines = [f"Saved in `{result.folder}`" + (" — **interrupted**, partial grid" if result.interrupted else "")]
@@ -247,8 +227,6 @@ def build_compare_tab():
         pick_inputs = [project, version, pick_epoch, pick_weight, activation]
         record.click(lambda *v: on_pick(False, *v), inputs=pick_inputs, outputs=[pick_status])
         publish.click(lambda *v: on_pick(True, *v), inputs=pick_inputs, outputs=[pick_status])
-        try:
-            _paste_binding(send, infotext)
-        except ImportError:  # outside the WebUI: the strings above still work by copy and paste
-            send.visible = False
+        if "txt2img" in runtime.send_targets():  # elsewhere the strings above still work by copy and paste
+            runtime.bind_send_button(send, "txt2img", infotext)
     return tab

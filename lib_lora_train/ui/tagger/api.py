@@ -142,16 +142,15 @@ def mount_tagger_api(
     lock=None,
     should_stop: Callable[[], bool] | None = None,
 ) -> None:
-    """Add the tagger routes to ``app``. ``service`` defaults to the WebUI's; ``lock`` to its GPU queue lock."""
+    """Add the tagger routes to ``app``. ``service`` defaults to the shared one; ``lock`` to the host's GPU lock."""
     if service is None:
-        from lib_lora_train.webui.tagger_settings import get_tagger_service
+        from lib_lora_train.ui.tagger.settings import get_tagger_service
 
         service = get_tagger_service()
     if lock is None:
-        try:
-            from modules.call_queue import queue_lock as lock  # the WebUI's GPU lock (v1.x)
-        except ImportError:
-            lock = threading.Lock()
+        from lib_lora_train.ui.runtime import current
+
+        lock = current().gpu_lock()
     queues = _Queues()
     dependencies = [Depends(auth_dependency)] if auth_dependency else None
 

@@ -18,8 +18,8 @@ from lib_lora_train.settings import (
     SettingsError,
     TrainSettings,
 )
-from lib_lora_train.webui.jobs import JobBusy, JobRunner, JobStatus, TrainJob
-from lib_lora_train.webui.train_plan import FolderPlan, apply_repeats, plan_steps, split_repeat_folder
+from lib_lora_train.ui.train.jobs import JobBusy, JobRunner, JobStatus, TrainJob
+from lib_lora_train.ui.train.plan import FolderPlan, apply_repeats, plan_steps, split_repeat_folder
 
 CHOICES = {
     "network": NETWORKS,

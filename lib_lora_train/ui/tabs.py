@@ -20,21 +20,22 @@ class TabEntry:
 
 
 TABS = (
-    TabEntry("lib_lora_train.webui.tagger_tab", "build_tagger_tab", "Tagger", "lora_train_tagger",
+    TabEntry("lib_lora_train.ui.tagger.tab", "build_tagger_tab", "Tagger", "lora_train_tagger",
              "Booru-tag images with the WD14 ONNX taggers: one image, or a whole folder into .txt captions."),
-    TabEntry("lib_lora_train.webui.tag_editor_tab", "build_tag_editor_tab", "Dataset Tag Editor",
+    TabEntry("lib_lora_train.ui.tag_editor.tab", "build_tag_editor_tab", "Dataset Tag Editor",
              "lora_train_tag_editor",
              "Filter, inspect and batch-edit the captions of a dataset; find the images that would hurt training."),
-    TabEntry("lib_lora_train.webui.train_tab", "build_train_tab", "Train Tools", "lora_train_tools",
+    TabEntry("lib_lora_train.ui.train.tab", "build_train_tab", "Train Tools", "lora_train_tools",
              "Projects and versions; train a LoRA on the loaded checkpoint and VAE, on the same GPU."),
-    TabEntry("lib_lora_train.webui.compare_tab", "build_compare_tab", "Epoch Compare", "lora_train_compare",
+    TabEntry("lib_lora_train.ui.compare.tab", "build_compare_tab", "Epoch Compare", "lora_train_compare",
              "Render epoch x weight grids of a trained version and hand them to the X/Y/Z plot as Prompt S/R."),
 )  # fmt: skip
 
 API_MOUNTS = (
-    ("lib_lora_train.webui.tagger_api", "mount_tagger_api"),
-    ("lib_lora_train.webui.tag_editor_api", "mount_tag_editor_api"),
-    ("lib_lora_train.webui.compare_api", "mount_compare_api"),
+    ("lib_lora_train.ui.train.api", "mount_default_train_api"),
+    ("lib_lora_train.ui.tagger.api", "mount_tagger_api"),
+    ("lib_lora_train.ui.tag_editor.api", "mount_tag_editor_api"),
+    ("lib_lora_train.ui.compare.api", "mount_compare_api"),
 )
 
 
@@ -60,8 +61,8 @@ def build_tabs() -> list:
     return tabs
 
 
-def mount_other_apis(app, auth_dependency) -> list[str]:
-    """Mount the API routes of the other tabs that are present; returns the ones mounted."""
+def mount_apis(app, auth_dependency) -> list[str]:
+    """Mount the HTTP routes of every tab that is present; returns the modules mounted."""
     mounted = []
     for module, function in API_MOUNTS:
         try:

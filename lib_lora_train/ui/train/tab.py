@@ -11,10 +11,10 @@ import time
 import gradio as gr
 
 from lib_lora_train.settings import TrainSettings
-from lib_lora_train.webui import runtime
-from lib_lora_train.webui import settings as ext_settings
-from lib_lora_train.webui import train_tab_actions as act
-from lib_lora_train.webui.train_plan import PRESETS, preset_settings
+from lib_lora_train.ui import options, services
+from lib_lora_train.ui.runtime import current
+from lib_lora_train.ui.train import actions as act
+from lib_lora_train.ui.train.plan import PRESETS, preset_settings
 
 P = "lora_train_tools"
 POLL_S = 1.0
@@ -35,25 +35,22 @@ def _component(name: str, value):
 
 
 def _projects():
-    return [p.name for p in runtime.store().list_projects()]
+    return [p.name for p in services.store().list_projects()]
 
 
 def _versions(project):
     if not project:
         return []
-    return [v.name for p in runtime.store().list_projects() if p.name == project for v in p.versions]
+    return [v.name for p in services.store().list_projects() if p.name == project for v in p.versions]
 
 
 def _arch() -> str:
-    from modules import shared
-
-    model = shared.sd_model
-    return "sdxl" if getattr(model, "is_sdxl", False) else "sd1"
+    return current().model_arch() or "sd1"
 
 
 def _tag_editor_folder() -> str:
     try:
-        from lib_lora_train.webui.tag_editor_tab import current_dataset_folder
+        from lib_lora_train.ui.tag_editor.tab import current_dataset_folder
     except ImportError:
         return ""
     return current_dataset_folder() or ""
@@ -61,8 +58,8 @@ def _tag_editor_folder() -> str:
 
 def build_train_tab() -> gr.Blocks:
     """Build the tab (called inside the Blocks that the WebUI shows as "Train Tools")."""
-    store = runtime.store
-    defaults = preset_settings(str(ext_settings.option(ext_settings.DEFAULT_PRESET) or "character"))
+    store = services.store
+    defaults = preset_settings(str(current().option(options.DEFAULT_PRESET) or "character"))
     with gr.Blocks(analytics_enabled=False) as tab:
         with gr.Row():
             project = gr.Dropdown(choices=_projects(), label="Project", allow_custom_value=True, elem_id=f"{P}_project")
@@ -84,7 +81,7 @@ def build_train_tab() -> gr.Blocks:
                                interactive=True, elem_id=f"{P}_repeats")  # fmt: skip
         calculator = gr.Markdown(elem_id=f"{P}_steps")
         with gr.Row():
-            preset = gr.Dropdown(choices=list(PRESETS), value=ext_settings.option(ext_settings.DEFAULT_PRESET),
+            preset = gr.Dropdown(choices=list(PRESETS), value=current().option(options.DEFAULT_PRESET),
                                  label="Preset")  # fmt: skip
             apply_preset = gr.Button("Apply preset")
         values = dict(zip(act.FIELD_NAMES, act.values_from_settings(defaults), strict=True))
@@ -122,7 +119,7 @@ def build_train_tab() -> gr.Blocks:
                     store().clone_version(proj, ver, new)
                     ver, msg = new, f"Cloned {proj}/{ver} (settings and dataset, no checkpoints)."
                 else:
-                    removed = runtime.unpublish_version(store().version(proj, ver))
+                    removed = services.unpublish_version(store().version(proj, ver))
                     where = store().delete_version(proj, ver)
                     ver, msg = None, f"Moved to the trash: {where} (and {len(removed)} published epochs removed)"
             except (ValueError, OSError) as exc:
@@ -130,11 +127,11 @@ def build_train_tab() -> gr.Blocks:
             return gr.update(choices=_projects(), value=proj), gr.update(choices=_versions(proj), value=ver), msg
 
         def load_version(proj, ver):
-            if not proj or not ver or not runtime.store().has_version(proj, ver):
-                return [gr.update()] * len(inputs) + [act.checkpoint_rows(runtime.store(), proj, ver)]
-            paths = runtime.store().version(proj, ver)
+            if not proj or not ver or not services.store().has_version(proj, ver):
+                return [gr.update()] * len(inputs) + [act.checkpoint_rows(services.store(), proj, ver)]
+            paths = services.store().version(proj, ver)
             loaded = paths.load_settings() if paths.config.is_file() else defaults
-            return act.values_from_settings(loaded) + [act.checkpoint_rows(runtime.store(), proj, ver)]
+            return act.values_from_settings(loaded) + [act.checkpoint_rows(services.store(), proj, ver)]
 
         def do_scan(path, default_repeats):
             try:
@@ -150,7 +147,7 @@ def build_train_tab() -> gr.Blocks:
             return act.values_from_settings(preset_settings(name, base, arch=_arch()))
 
         def progress_view():
-            state = runtime.jobs().status()
+            state = services.jobs().status()
             import pandas as pd
 
             frame = pd.DataFrame(state.losses, columns=["step", "loss"])
@@ -165,17 +162,15 @@ def build_train_tab() -> gr.Blocks:
             rows = rows.values.tolist() if hasattr(rows, "values") else rows
             task = task or None
             if task:
-                from modules import progress
-
-                progress.add_task_to_queue(task)  # the WebUI's progress bar shows "queued" until the GPU is free
-            message = act.start_job(runtime.jobs(), runtime.store(), proj, ver, path, rows, settings, task_id=task)
+                current().queue_task(task)  # the host's progress bar shows "queued" until the GPU is free
+            message = act.start_job(services.jobs(), services.store(), proj, ver, path, rows, settings, task_id=task)
             yield (message, gr.update(), gr.update(), gr.update(), gr.update())
             yield from watch_job(proj, ver)
 
         def watch_job(proj, ver):
             while True:
-                running = runtime.jobs().is_running()
-                yield (*progress_view(), act.checkpoint_rows(runtime.store(), proj, ver))
+                running = services.jobs().is_running()
+                yield (*progress_view(), act.checkpoint_rows(services.store(), proj, ver))
                 if not running:
                     return
                 time.sleep(POLL_S)
@@ -193,7 +188,12 @@ def build_train_tab() -> gr.Blocks:
             component.change(act.step_summary, calc_inputs, [calculator])
         apply_preset.click(do_preset, [preset, *inputs], inputs)
         outputs = [status, loss_plot, samples, run_log, checkpoints]
-        start.click(do_start, [task_id, project, version, folder, repeats, *inputs], outputs, _js="loraTrainToolsStart")
-        stop.click(lambda: act.status_markdown(runtime.jobs().stop()), [], [status])
+        start.click(
+            do_start,
+            [task_id, project, version, folder, repeats, *inputs],
+            outputs,
+            _js=current().progress_js(f"{P}_status"),
+        )
+        stop.click(lambda: act.status_markdown(services.jobs().stop()), [], [status])
         watch.click(watch_job, [project, version], outputs)
     return tab

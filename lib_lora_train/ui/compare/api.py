@@ -18,6 +18,7 @@ from lib_lora_train.compare.plan import PlanError
 from lib_lora_train.compare.service import DEFAULT_WEIGHTS, CompareRequest
 from lib_lora_train.compare.xyz import HandoffError, plan_handoffs, txt2img_payload
 from lib_lora_train.store import StoreError
+from lib_lora_train.ui.runtime import current
 
 PREFIX = "/train-tools/v1"
 
@@ -94,18 +95,8 @@ def response_for(plan, result) -> CompareResponse:
 
 
 def live_axes():
-    """The X/Y/Z axis labels of the running WebUI (an extension may have appended some); v1.10.1's list otherwise."""
-    from lib_lora_train.compare.xyz import TXT2IMG_AXES
-
-    try:
-        from modules import scripts
-
-        for script in scripts.scripts_txt2img.scripts:
-            if script.title() == "X/Y/Z plot" and getattr(script, "current_axis_options", None):
-                return [option.label for option in script.current_axis_options]
-    except Exception:  # not inside the WebUI, or scripts not loaded yet
-        pass
-    return TXT2IMG_AXES
+    """The X/Y/Z axis labels of the running host (an extension may have appended some)."""
+    return current().xyz_axes()
 
 
 def build_router(
@@ -156,13 +147,12 @@ def build_router(
 
 def mount_compare_api(app: FastAPI, auth_dependency: Callable | None = None, *, run: Callable | None = None,
                       store_factory: Callable | None = None, lora_dir: Callable | None = None) -> None:  # fmt: skip
-    """Add the Epoch Compare routes to the WebUI's app (``on_app_started``); the keywords replace the WebUI bindings
-    in tests."""
-    from lib_lora_train.webui import compare_render
+    """Add the Epoch Compare routes to the host's app; the keywords replace the runtime's bindings in tests."""
+    from lib_lora_train.ui.compare import render as compare_render
 
     app.include_router(
         build_router(
-            run=run or compare_render.run_in_webui,
+            run=run or compare_render.run_comparison,
             store_factory=store_factory or compare_render.project_store,
             lora_dir=lora_dir or compare_render.lora_dir,
             auth_dependency=auth_dependency,

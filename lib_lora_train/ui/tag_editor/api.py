@@ -14,7 +14,7 @@ from typing import Any
 from fastapi import Depends, FastAPI, HTTPException
 from fastapi.responses import FileResponse
 
-from lib_lora_train.webui.tag_editor_handlers import SESSION
+from lib_lora_train.ui.tag_editor.handlers import SESSION
 
 PREFIX = "/train-tools/v1/tag-editor"
 

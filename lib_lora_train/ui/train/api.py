@@ -16,7 +16,7 @@ from fastapi import APIRouter, Depends, FastAPI, HTTPException
 from pydantic import BaseModel, Field
 
 from lib_lora_train.settings import SettingsError, TrainSettings
-from lib_lora_train.webui.jobs import JobBusy, JobRunner, TrainJob
+from lib_lora_train.ui.train.jobs import JobBusy, JobRunner, TrainJob
 
 PREFIX = "/train-tools/v1"
 
@@ -184,9 +184,17 @@ def build_router(*, jobs: JobRunner, store_factory: Callable[[], Any], fingerpri
 
 def mount_train_api(app: FastAPI, *, jobs: JobRunner, store_factory: Callable[[], Any],
                     fingerprint_fn: Callable[[], dict] | None = None, auth_dependency: Callable | None = None) -> None:  # fmt: skip
-    """Add the Train Tools routes to the WebUI's FastAPI app."""
+    """Add the Train Tools routes to the host's FastAPI app."""
     app.include_router(
         build_router(
             jobs=jobs, store_factory=store_factory, fingerprint_fn=fingerprint_fn, auth_dependency=auth_dependency
         )
     )
+
+
+def mount_default_train_api(app: FastAPI, auth_dependency: Callable | None = None) -> None:
+    """The Train Tools routes bound to the process's shared job runner and store (``ui.services``)."""
+    from lib_lora_train.ui import services
+
+    mount_train_api(app, jobs=services.jobs(), store_factory=services.store, fingerprint_fn=services.host_fingerprint,
+                    auth_dependency=auth_dependency)  # fmt: skip

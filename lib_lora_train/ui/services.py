@@ -1,0 +1,88 @@
+"""The live objects that the tabs and the HTTP routes of one process share: the project store at the configured
+folder, the one training job runner, and publishing finished epochs into the host's LoRA folder.
+
+All of it reaches the host through ``ui.runtime.current()``, so the same objects serve the WebUI and the standalone
+app.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+
+from lib_lora_train.publish import publish_checkpoints, unpublish
+from lib_lora_train.store import ProjectStore
+from lib_lora_train.ui import options
+from lib_lora_train.ui.runtime import current
+from lib_lora_train.ui.train.jobs import JobRunner
+
+log = logging.getLogger(__name__)
+_runner: JobRunner | None = None
+_runner_lock = threading.Lock()
+
+
+def output_root() -> Path:
+    """Where projects live: the setting, or ``<data dir>/outputs/train_tools``."""
+    configured = str(current().option(options.OUTPUT_DIR) or "").strip()
+    return Path(configured).expanduser() if configured else current().data_dir() / "outputs" / "train_tools"
+
+
+def store() -> ProjectStore:
+    """The project store at the folder the settings name (read each time: the user may change it)."""
+    return ProjectStore(output_root())
+
+
+def publish_settings(*, for_compare: bool = False) -> tuple[str, str]:
+    """(mode, sub-folder) for publishing epochs; a comparison needs them visible, so "off" becomes "hardlink"."""
+    mode = str(current().option(options.PUBLISH_MODE) or "hardlink")
+    subfolder = str(current().option(options.PUBLISH_SUBFOLDER) or "")
+    return ("hardlink" if for_compare and mode == "off" else mode), subfolder
+
+
+def publish(version, checkpoints: list[Path]) -> tuple[list[Path], list[str]]:
+    """Publish a finished job's checkpoints as the settings say, and let the host's LoRA list see them."""
+    mode, subfolder = publish_settings()
+    result = publish_checkpoints(checkpoints, current().lora_dir(), subfolder=subfolder, mode=mode)
+    _refresh_lora_list()
+    return result.published, result.notes
+
+
+def unpublish_version(version) -> list[Path]:
+    """Remove a version's published epochs from the LoRA folder (before it goes to the trash)."""
+    names = [path.name for _, path in version.list_checkpoints()]
+    removed = unpublish(names, current().lora_dir(), subfolder=publish_settings()[1])
+    if removed:
+        _refresh_lora_list()
+    return removed
+
+
+def _refresh_lora_list() -> None:
+    try:
+        current().refresh_lora_list()
+    except Exception as exc:  # a damaged file elsewhere in the LoRA folder must not fail the job
+        log.warning("could not refresh the LoRA list: %s", exc)
+
+
+def _make_host(stop_event: threading.Event, listener, task_id: str | None):
+    return current().make_training_host(stop_event, listener, task_id)
+
+
+def jobs() -> JobRunner:
+    """The process-wide job runner (created on first use)."""
+    global _runner
+    with _runner_lock:
+        if _runner is None:
+            _runner = JobRunner(make_host=_make_host, store_factory=store, after_done=publish)
+        return _runner
+
+
+def host_fingerprint(live: bool = False) -> dict:
+    return current().host_fingerprint(live=live)
+
+
+def stop_jobs(timeout: float = 60) -> None:
+    """On a UI reload or shutdown: a training thread must not go on holding the model."""
+    if _runner is not None and _runner.is_running():
+        _runner.stop()
+        _runner.wait(timeout)
