@@ -1,4 +1,5 @@
-"""Command line: ``python -m lib_lora_train train --dataset DIR --base MODEL --project NAME --version NAME [...]``.
+"""Command line: ``python -m lib_lora_train train --dataset DIR --base MODEL --project NAME --version NAME [...]``,
+and ``python -m lib_lora_train ui [--base MODEL]`` for the standalone app (``lib_lora_train.standalone.app``).
 
 Every TrainSettings field is an option (``rank`` -> ``--rank``, ``te_lr`` -> ``--te-lr``), generated from the
 dataclass so that no setting is unreachable; ``--settings config.json`` loads a saved config, and options given on
@@ -97,6 +98,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", action="store_true", help="continue the version's saved state (needs --save-state)")
     train.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... [auto]")
     add_settings_arguments(train)
+    ui = commands.add_parser("ui", help="the four tabs in a standalone web app (no WebUI needed)")
+    from lib_lora_train.standalone.app import add_arguments
+
+    add_arguments(ui)
     return parser
 
 
@@ -224,4 +229,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "train":
         return run_train(args)
+    if args.command == "ui":
+        from lib_lora_train.standalone.app import main as serve_ui
+
+        return serve_ui(args)
     return 2

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from lib_lora_train.compare.run import RenderedCell
 
 
-class NoModelError(RuntimeError):
+class NoModelError(ValueError):
     """The host has no model loaded (or cannot lend one); the message says what to do."""
 
 

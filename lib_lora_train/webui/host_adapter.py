@@ -20,9 +20,9 @@ import torch
 import torch.utils.checkpoint
 
 from lib_lora_train.host import Conditioning, ImageGeometry, ModelParts, TrainingHost
+from lib_lora_train.hosts.model_state import ModuleSnapshot
 from lib_lora_train.webui import model_parts as parts_lib
 from lib_lora_train.webui.lora_unmerge import unmerge_builtin_loras
-from lib_lora_train.webui.model_state import ModuleSnapshot
 
 log = logging.getLogger(__name__)
 

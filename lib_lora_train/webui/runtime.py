@@ -118,8 +118,8 @@ class WebUIRuntime(UIRuntime):
         """Under the GPU lock, so that no generation interleaves."""
         from modules import call_queue, shared
 
+        from lib_lora_train.hosts.model_state import fingerprint
         from lib_lora_train.webui.model_parts import parts_to_fingerprint
-        from lib_lora_train.webui.model_state import fingerprint
 
         if shared.sd_model is None:
             raise NoModelError("no checkpoint is loaded")

@@ -6,7 +6,7 @@ import types
 import torch
 
 from lib_lora_train.webui.lora_unmerge import unmerge_builtin_loras
-from lib_lora_train.webui.model_state import ModuleSnapshot, differences, fingerprint
+from lib_lora_train.hosts.model_state import ModuleSnapshot, differences, fingerprint
 
 
 def _model():
