@@ -5,8 +5,8 @@ import types
 
 import torch
 
-from lib_lora_train.webui.lora_unmerge import unmerge_builtin_loras
 from lib_lora_train.hosts.model_state import ModuleSnapshot, differences, fingerprint
+from lib_lora_train.webui.lora_unmerge import unmerge_builtin_loras
 
 
 def _model():

@@ -67,7 +67,9 @@ def test_the_tab_packages_are_one_per_tab():
 
 
 def test_ring_check_sees_a_violation(tmp_path):
-    (tmp_path / "x.py").write_text("from modules import shared\nfrom lib_lora_train.webui.runtime import WebUIRuntime\n")
+    (tmp_path / "x.py").write_text(
+        "from modules import shared\nfrom lib_lora_train.webui.runtime import WebUIRuntime\n"
+    )
     found = _offenders(tmp_path, HOST_ONLY, ("lib_lora_train.webui",))
     assert list(found.values()) == [["lib_lora_train.webui.runtime", "lib_lora_train.webui.runtime.WebUIRuntime",
                                      "modules"]]  # fmt: skip

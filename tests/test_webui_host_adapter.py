@@ -6,9 +6,9 @@ import types
 import pytest
 import torch
 
+from lib_lora_train.hosts.model_state import differences, fingerprint
 from lib_lora_train.webui.host_adapter import WebUIHost, enable_block_checkpointing, refuse_low_vram
 from lib_lora_train.webui.model_parts import UnsupportedModel, layout, model_parts
-from lib_lora_train.hosts.model_state import differences, fingerprint
 
 
 class Block(torch.nn.Module):

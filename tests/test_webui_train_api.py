@@ -7,11 +7,11 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from webui_fakes import FakeHost, fake_train, make_dataset
 
+from lib_lora_train.hosts.model_state import PartFingerprint
 from lib_lora_train.store import ProjectStore
 from lib_lora_train.ui.api_auth import basic_auth_dependency, parse_credentials
 from lib_lora_train.ui.train.api import mount_train_api
 from lib_lora_train.ui.train.jobs import JobRunner
-from lib_lora_train.hosts.model_state import PartFingerprint
 
 
 @pytest.fixture

@@ -28,7 +28,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "checkpoint (a .yaml beside it is used) [the tiny test model]")  # fmt: skip
     parser.add_argument("--models", type=Path, action="append", default=[], metavar="DIR",
                         help="another folder whose models the picker lists (repeatable)")  # fmt: skip
-    parser.add_argument("--outputs", type=Path, default=Path("outputs/train_tools"), help="projects folder [%(default)s]")
+    parser.add_argument(
+        "--outputs", type=Path, default=Path("outputs/train_tools"), help="projects folder [%(default)s]"
+    )
     parser.add_argument("--models-dir", type=Path, default=Path("models/tagger"),
                         help="tagger models: one sub-folder per model [%(default)s]")  # fmt: skip
     parser.add_argument("--lora-dir", type=Path, default=Path("models/Lora"),

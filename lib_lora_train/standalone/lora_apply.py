@@ -69,7 +69,10 @@ def targets_of(pipe) -> list[AdapterTarget]:
             AdapterTarget("lora_te1", pipe.text_encoder, "hf_clip", True),
             AdapterTarget("lora_te2", pipe.text_encoder_2, "hf_clip", True),
         ]
-    return [AdapterTarget("lora_unet", pipe.unet, "diffusers"), AdapterTarget("lora_te", pipe.text_encoder, "hf_clip", True)]
+    return [
+        AdapterTarget("lora_unet", pipe.unet, "diffusers"),
+        AdapterTarget("lora_te", pipe.text_encoder, "hf_clip", True),
+    ]
 
 
 def _layer_index(pipe) -> dict[str, torch.nn.Module]:
