@@ -51,6 +51,15 @@ def test_start_applies_the_tables_repeats_to_the_snapshot_only(tmp_path):
     assert "**done** alice/v1" in act.status_markdown(runner.status())
 
 
+def test_status_shows_a_progress_bar_with_eta():
+    from lib_lora_train.ui.train.jobs import JobStatus
+
+    text = act.status_markdown(JobStatus(state="running", project="a", version="v", step=15, total=60, eta_s=125))
+    assert "step 15/60" in text and "ETA 2:05" in text
+    assert "`" + "█" * 8 + "░" * 22 + "` 25%" in text  # 15/60 of 30 cells, rounded
+    assert "░" not in act.status_markdown(JobStatus(state="idle"))
+
+
 def test_checkpoint_rows_show_metadata_and_the_lora_tag(tmp_path):
     store = ProjectStore(tmp_path / "s")
     paths = store.create_version("alice", "v1")

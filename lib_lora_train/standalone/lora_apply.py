@@ -27,6 +27,11 @@ class LoraApplyError(ValueError):
     """A LoRA file that cannot be applied to this model; the message names the file."""
 
 
+def _tucker(core: torch.Tensor, wa: torch.Tensor, wb: torch.Tensor) -> torch.Tensor:
+    """A conv weight from a Tucker core and its two factors (LyCORIS's ``use_tucker`` / peft's effective conv)."""
+    return torch.einsum("i j k l, i r, j p -> r p k l", core, wa, wb)
+
+
 def module_delta(parts: dict[str, torch.Tensor], shape: torch.Size) -> torch.Tensor:
     """The weight delta of one module at weight 1, shaped like the layer's weight (float32)."""
     parts = {k: v.float() for k, v in parts.items()}
@@ -36,17 +41,24 @@ def module_delta(parts: dict[str, torch.Tensor], shape: torch.Size) -> torch.Ten
         rank = down.shape[0]
         delta = up.flatten(1) @ down.flatten(1)
     elif "hada_w1_a" in parts:
-        if "hada_t1" in parts:
-            raise LoraApplyError("LoHa with Tucker factors (hada_t1) is not supported")
         rank = parts["hada_w1_b"].shape[0]
-        delta = (parts["hada_w1_a"] @ parts["hada_w1_b"]) * (parts["hada_w2_a"] @ parts["hada_w2_b"])
+        if "hada_t1" in parts:
+            one = _tucker(parts["hada_t1"], parts["hada_w1_a"], parts["hada_w1_b"])
+            two = _tucker(parts["hada_t2"], parts["hada_w2_a"], parts["hada_w2_b"])
+        else:
+            one = parts["hada_w1_a"] @ parts["hada_w1_b"].flatten(1)
+            two = parts["hada_w2_a"] @ parts["hada_w2_b"].flatten(1)
+        delta = one * two
     elif "lokr_w1" in parts or "lokr_w1_a" in parts:
         w1 = parts["lokr_w1"] if "lokr_w1" in parts else parts["lokr_w1_a"] @ parts["lokr_w1_b"]
         if "lokr_w2" in parts:
             w2 = parts["lokr_w2"]
+        elif "lokr_t2" in parts:
+            w2 = _tucker(parts["lokr_t2"], parts["lokr_w2_a"], parts["lokr_w2_b"])
         else:
             w2_a, w2_b = parts["lokr_w2_a"], parts["lokr_w2_b"]
             w2 = (w2_a @ w2_b.flatten(1)).reshape(w2_a.shape[0], *w2_b.shape[1:])
+        w1, w2 = w1.contiguous(), w2.contiguous()
         delta = torch.kron(w1[:, :, None, None], w2) if w2.dim() == 4 else torch.kron(w1, w2)
         # the loaders divide alpha by the rank of the decomposed factor (w2's wins); both full: no alpha at all
         decomposed = parts.get("lokr_w2_b", parts.get("lokr_w1_b"))

@@ -120,7 +120,11 @@ def status_markdown(status: JobStatus) -> str:
         parts.append(f"{status.it_per_s:.2f} it/s")
     if status.eta_s and status.state == "running":
         parts.append(f"ETA {int(status.eta_s) // 60}:{int(status.eta_s) % 60:02d}")
-    return " · ".join(parts) + (f"\n\n{status.message}" if status.message else "")
+    text = " · ".join(parts)
+    if status.total:  # a bar of its own, so that progress shows on hosts without the WebUI's progress bar too
+        done = min(status.step, status.total) / status.total
+        text += f"\n\n`{'█' * round(done * 30)}{'░' * (30 - round(done * 30))}` {done:.0%}"
+    return text + (f"\n\n{status.message}" if status.message else "")
 
 
 def checkpoint_rows(store, project: str, version: str) -> list[list[Any]]:
