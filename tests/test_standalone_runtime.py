@@ -143,3 +143,27 @@ def test_bad_options_are_answered_before_anything_starts(argv, message, tmp_path
     assert main(["ui", "--outputs", str(tmp_path / "out"), *argv]) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_gpu_calls_report_progress_and_show_errors_in_the_page(runtime):
+    seen = []
+
+    class Progress:
+        def __call__(self, value, desc=None):
+            seen.append((value, desc))
+
+    def job(task, name):
+        runtime.state.job_count, runtime.state.job_no, runtime.state.textinfo = 4, 1, f"tagging {name}"
+        return f"done {name}", ""
+
+    wrapped = runtime.wrap_gpu_call(job, extra_outputs=[""])
+    assert wrapped(Progress(), "task-1", "folder") == ("done folder", "")
+    assert seen[-1] == ((1, 4), "tagging folder")
+
+    def broken(task):
+        raise FileNotFoundError("/no/such/folder: no such folder")
+
+    summary, info = runtime.wrap_gpu_call(broken, extra_outputs=[""])(Progress(), "task-2")
+    assert summary == "" and "FileNotFoundError: /no/such/folder: no such folder" in info
+    assert runtime.gpu_lock().acquire(timeout=0.1)  # released after the error
+    runtime.gpu_lock().release()

@@ -7,6 +7,7 @@ applied for the duration of the image.
 from __future__ import annotations
 
 import contextlib
+import html
 import json
 import logging
 import threading
@@ -104,6 +105,12 @@ class StandaloneRuntime(UIRuntime):
                 self.state.listener = show
                 try:
                     return fn(*args)
+                except Exception as exc:  # as the WebUI's wrapper: the message in the page, the trace in the log
+                    log.exception("%s failed", getattr(fn, "__name__", "handler"))
+                    if extra_outputs is None:
+                        raise
+                    message = html.escape(f"{type(exc).__name__}: {exc}")
+                    return [*extra_outputs, f"<div class='error'>{message}</div>"]
                 finally:
                     self.state.listener = None
                     self.state.end()
