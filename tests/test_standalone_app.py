@@ -71,6 +71,15 @@ def test_the_page_holds_the_tabs_the_picker_and_our_scripts(app):
                     "tab_lora_train_compare", "tab_lora_train_settings", "lora_train_standalone_model"):  # fmt: skip
         assert elem_id in config, elem_id
     assert "other-sd1" in config  # a sibling of --base is offered by the picker
+    tree = json.loads(config)
+    by_elem = {c.get("props", {}).get("elem_id"): c["id"] for c in tree["components"]}
+
+    def places(node, wanted):
+        return (node.get("id") == wanted) + sum(places(child, wanted) for child in node.get("children", []))
+
+    for elem_id in ("lora_train_tools_start", "lora_train_tagger_start", "lora_compare_project"):
+        count = places(tree["layout"], by_elem[elem_id])
+        assert count == 1, f"{elem_id} is laid out {count} times"  # once, inside its own tab
     page = opener.open(f"{url}/", timeout=30).read().decode()
     assert "lora-train-tag-autocomplete" in page  # javascript/tag_editor.js is in the page
     assert runtime.model_arch() == "sd1"

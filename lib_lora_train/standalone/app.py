@@ -106,7 +106,7 @@ def _settings_tab(gr, runtime: StandaloneRuntime) -> None:
 
 def _model_header(gr, runtime: StandaloneRuntime, choices: list[Path]) -> None:
     loaded = runtime.model.loaded
-    with gr.Row(elem_id=f"{P}_header"):
+    with gr.Row(elem_id=f"{P}_header", equal_height=False):
         picker = gr.Dropdown([str(p) for p in choices], value=str(loaded.path) if loaded else None, scale=4,
                              label="Base model (a diffusers folder or a .safetensors checkpoint)",
                              allow_custom_value=True, elem_id=f"{P}_model")  # fmt: skip
@@ -143,10 +143,13 @@ def build_app(runtime: StandaloneRuntime, choices: list[Path]):
 
     ui_runtime.install(runtime)
     css = (ROOT / "style.css").read_text(encoding="utf-8")
+    # built outside the page's Blocks, as the WebUI builds its extensions' tabs: a Blocks made inside another one
+    # renders into it at once, and would show every tab's content on every tab
+    tabs = build_tabs()
     with gr.Blocks(title="LoRA Train Tools", css=css, analytics_enabled=False) as demo:
         _model_header(gr, runtime, choices)
         with gr.Tabs(elem_id="tabs"):
-            for blocks, title, elem_id in build_tabs():
+            for blocks, title, elem_id in tabs:
                 with gr.Tab(title, id=elem_id, elem_id=f"tab_{elem_id}"):
                     blocks.render()
             with gr.Tab("Settings", id="lora_train_settings", elem_id="tab_lora_train_settings"):
