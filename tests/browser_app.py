@@ -367,9 +367,21 @@ class Gradio:
                 raise AssertionError(f"waited {timeout / 1000:.0f} s for {regex.pattern!r}; the page shows:\n{text}")
             self.page.wait_for_timeout(250)
 
-    def status_block(self, scope, label: str):
-        """A Markdown without elem_id, found as the first .prose after a labelled block is awkward: by text."""
-        return scope.locator("div.prose", has_text=label)
+    def wait_idle(self, quiet_ms: int = 1200, timeout: float = SLOW_MS) -> None:
+        """Wait until no component shows gradio's pending/progress overlay for ``quiet_ms`` in a row (an event
+        and the ``.then`` events chained to it have all finished)."""
+        self.page.wait_for_function(
+            """(quiet) => {
+                const busy = Array.from(document.querySelectorAll('div.block > div.wrap'))
+                    .some((w) => !w.classList.contains('hide') && w.offsetParent !== null);
+                const now = performance.now();
+                if (busy || window.__loraBusyAt === undefined) window.__loraBusyAt = now;
+                return !busy && now - window.__loraBusyAt >= quiet;
+            }""",
+            arg=quiet_ms,
+            timeout=timeout,
+            polling=100,
+        )
 
 
 def gradio_page(browser: Browser, host: Host, shots: Path) -> Iterator[Gradio]:

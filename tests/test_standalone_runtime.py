@@ -93,11 +93,23 @@ def test_options_are_validated_then_saved_and_read_back(runtime, tmp_path):
         runtime.set_options({options.PUBLISH_MODE: "teleport"})
     assert not runtime.settings_file.exists()  # nothing written for a refused value
     runtime.set_options({options.PUBLISH_MODE: "copy", options.TAGGER_GENERAL: "0.5"})
-    again = StandaloneRuntime(outputs=runtime.outputs, models_dir=runtime.tagger_dir, lora_dir=runtime.lora_dir(),
+    again = StandaloneRuntime(outputs=runtime.outputs, models_dir=runtime.tagger_dir(), lora_dir=runtime.lora_dir(),
                               cache_dir=tmp_path / "cache")  # fmt: skip
     assert again.option(options.PUBLISH_MODE) == "copy"
     assert again.option(options.TAGGER_GENERAL) == 0.5
     assert again.option(options.PUBLISH_SUBFOLDER) == "train_tools"  # untouched: the default
+
+
+def test_folders_come_from_the_command_line_until_an_option_names_others(runtime, tmp_path):
+    from lib_lora_train.ui import services
+    from lib_lora_train.ui.runtime import installed
+    from lib_lora_train.ui.tagger.settings import read_tagger_settings
+
+    with installed(runtime):
+        assert services.output_root() == tmp_path / "outputs" / "train_tools"
+        assert read_tagger_settings().config.models_dir == str(tmp_path / "models" / "tagger")
+        runtime.set_options({options.OUTPUT_DIR: str(tmp_path / "elsewhere")})
+        assert services.output_root() == tmp_path / "elsewhere"
 
 
 def test_renders_apply_the_prompt_loras_and_interrupt_stops(runtime):

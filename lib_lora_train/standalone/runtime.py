@@ -47,7 +47,7 @@ class StandaloneRuntime(UIRuntime):
     def __init__(self, *, outputs: Path, models_dir: Path, lora_dir: Path, cache_dir: Path, device: str = "auto"):
         super().__init__()
         self.outputs = Path(outputs)
-        self.tagger_dir = Path(models_dir)
+        self._tagger_dir = Path(models_dir)
         self._lora_dir = Path(lora_dir)
         self._cache_dir = Path(cache_dir)
         self.model = ModelSlot(self._gpu_lock, device)
@@ -80,8 +80,14 @@ class StandaloneRuntime(UIRuntime):
     def data_dir(self) -> Path:
         return self.outputs.parent
 
+    def projects_dir(self) -> Path:
+        return self.outputs
+
     def models_dir(self) -> Path:
-        return self.tagger_dir.parent
+        return self._tagger_dir.parent
+
+    def tagger_dir(self) -> Path:
+        return self._tagger_dir
 
     def cache_dir(self) -> Path:
         return self._cache_dir

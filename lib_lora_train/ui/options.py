@@ -49,14 +49,14 @@ TAGGER_GENERAL = "lora_train_tagger_general_threshold"
 TAGGER_CHARACTER = "lora_train_tagger_character_threshold"
 
 _ALL = (
-    Option(OUTPUT_DIR, "", "Projects folder", info="empty = <outputs>/train_tools"),
+    Option(OUTPUT_DIR, "", "Projects folder", info="empty: the host's own (the WebUI's <outputs>/train_tools, the app's --outputs)"),
     Option(PUBLISH_MODE, "hardlink", "Publish trained epochs to the LoRA folder", "radio", lambda: list(PUBLISH_MODES),
            info="hardlink takes no extra space; symlink follows the version; off keeps them in the project only"),
     Option(PUBLISH_SUBFOLDER, "train_tools", "Sub-folder of the LoRA folder for published epochs",
            info="empty = the LoRA folder itself"),
     Option(DEFAULT_PRESET, "character", "Default training preset", "dropdown", lambda: list(PRESETS)),
     Option(TAGGER_MODELS_DIR, "", "Tagger: models folder",
-           info="empty: <models>/tagger; each sub-folder with model.onnx and selected_tags.csv is a model"),
+           info="empty: the host's own (the WebUI's <models>/tagger, the app's --models-dir); each sub-folder with model.onnx and selected_tags.csv is a model"),
     Option(TAGGER_DEFAULT_MODEL, DEFAULT_MODEL, "Tagger: default model", "dropdown", _models),
     Option(TAGGER_USE_GPU, True, "Tagger: run on the GPU when onnxruntime-gpu works", "bool"),
     Option(TAGGER_ALLOW_DOWNLOAD, True, "Tagger: download known models from Hugging Face when missing", "bool"),

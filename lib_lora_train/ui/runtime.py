@@ -83,9 +83,17 @@ class UIRuntime:
         """The host's data folder; projects default to ``<data>/outputs/train_tools``."""
         return Path.cwd()
 
+    def projects_dir(self) -> Path:
+        """Where projects live unless the user's option names another folder."""
+        return self.data_dir() / "outputs" / "train_tools"
+
     def models_dir(self) -> Path:
-        """The host's models folder (the tagger's models default to ``<models>/tagger``)."""
+        """The host's models folder."""
         return self.data_dir() / "models"
+
+    def tagger_dir(self) -> Path:
+        """Where the tagger's models live unless the user's option names another folder."""
+        return self.models_dir() / "tagger"
 
     def cache_dir(self) -> Path:
         """Where caches (thumbnails) go; no part of it may start with a dot (gradio 3.41 will not serve it)."""

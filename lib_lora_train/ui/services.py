@@ -23,9 +23,9 @@ _runner_lock = threading.Lock()
 
 
 def output_root() -> Path:
-    """Where projects live: the setting, or ``<data dir>/outputs/train_tools``."""
+    """Where projects live: the setting, or the host's own folder (the WebUI's ``<data>/outputs/train_tools``)."""
     configured = str(current().option(options.OUTPUT_DIR) or "").strip()
-    return Path(configured).expanduser() if configured else current().data_dir() / "outputs" / "train_tools"
+    return Path(configured).expanduser() if configured else current().projects_dir()
 
 
 def store() -> ProjectStore:

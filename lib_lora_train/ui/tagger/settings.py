@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from pathlib import Path
 
 from lib_lora_train.tagger.models import DEFAULT_MODEL
 from lib_lora_train.tagger.service import TaggerConfig, TaggerService
@@ -27,7 +26,7 @@ def _opt(key: str):
 
 
 def default_models_dir() -> str:
-    return str(Path(current().models_dir()) / "tagger")
+    return str(current().tagger_dir())
 
 
 def read_tagger_settings() -> TaggerSettings:
