@@ -9,9 +9,9 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
+import secrets
 import shutil
 import sys
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -21,13 +21,15 @@ def atomic_write_bytes(
 ) -> None:
     """Write ``data`` to ``path`` through a temporary file in the same folder and an atomic rename.
 
-    With ``backup`` an existing file is first copied to ``path + backup_suffix`` (the previous backup is replaced).
+    A new file gets the mode a plain ``open()`` would give it (0666 less the umask); a replaced file keeps the mode
+    of the file it replaces. With ``backup`` an existing file is first copied to ``path + backup_suffix`` (the
+    previous backup is replaced).
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     if backup and target.exists():
         shutil.copy2(target, target.with_name(target.name + backup_suffix))
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    fd, tmp = _create_temp(target)
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
@@ -43,6 +45,19 @@ def atomic_write_bytes(
         except FileNotFoundError:
             pass
         raise
+
+
+def _create_temp(target: Path) -> tuple[int, str]:
+    """A new, exclusive temporary file beside ``target``, created with mode 0666 so that the kernel applies the
+    umask as for any ``open()``; ``tempfile.mkstemp`` would always give 0600, and files other programs (another
+    user's ComfyUI, a file server) must read would be unreadable to them."""
+    for _ in range(100):
+        tmp = str(target.parent / f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+        try:
+            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666), tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"{target.parent}: no free temporary file name for {target.name}")
 
 
 def atomic_write_text(
