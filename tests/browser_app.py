@@ -283,10 +283,10 @@ class Gradio:
         """The component block whose label is exactly ``label``."""
         title = re.compile(rf"^\s*{re.escape(label)}\s*$")
         return (
-            scope.locator("div.block")
+            scope.locator(".block")
             .filter(has=self.page.locator("[data-testid=block-info], [data-testid=block-label]", has_text=title))
-            .filter(has_not=self.page.locator("div.block div.block"))
-            .last
+            .filter(has_not=self.page.locator(".block"))
+            .first
         )
 
     def fill(self, scope, value, label: str | None = None, elem_id: str | None = None) -> None:
@@ -372,7 +372,7 @@ class Gradio:
         and the ``.then`` events chained to it have all finished)."""
         self.page.wait_for_function(
             """(quiet) => {
-                const busy = Array.from(document.querySelectorAll('div.block > div.wrap'))
+                const busy = Array.from(document.querySelectorAll('.block > div.wrap'))
                     .some((w) => !w.classList.contains('hide') && w.offsetParent !== null);
                 const now = performance.now();
                 if (busy || window.__loraBusyAt === undefined) window.__loraBusyAt = now;

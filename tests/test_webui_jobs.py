@@ -82,3 +82,23 @@ def test_training_runs_inside_the_hosts_exclusive_section(tmp_path):
     runner.start(TrainJob("a", "v1", TrainSettings(), make_dataset(tmp_path / "data")))
     assert runner.wait(10)
     assert hosts[0].exclusive_calls == 1
+
+
+def test_a_queued_job_says_what_it_waits_for_on_which_device(tmp_path):
+    from lib_lora_train.hosts.tiny_model import build_tiny_pipeline
+    from lib_lora_train.standalone.models import LoadedModel
+    from lib_lora_train.standalone.runtime import StandaloneRuntime
+
+    gate = threading.Event()
+    runtime = StandaloneRuntime(outputs=tmp_path / "o", models_dir=tmp_path / "m", lora_dir=tmp_path / "l",
+                                cache_dir=tmp_path / "c")  # fmt: skip
+    runtime.model.loaded = LoadedModel(tmp_path / "tiny", build_tiny_pipeline(0), "sd1")
+    store = ProjectStore(tmp_path / "train_tools")
+    runner = JobRunner(make_host=FakeHost, store_factory=lambda: store, train_fn=fake_train(gate),
+                       waiting=runtime.queue_wait_message)  # fmt: skip
+    status = runner.start(TrainJob("alice", "v1", TrainSettings(), make_dataset(tmp_path / "data")))
+    assert status.message == "queued: waiting for the app's queue (tagging or a render in progress finishes first); " \
+                             "trains on cpu"  # fmt: skip
+    assert "GPU" not in status.message
+    gate.set()
+    assert runner.wait(10)

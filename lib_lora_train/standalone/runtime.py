@@ -124,6 +124,12 @@ class StandaloneRuntime(UIRuntime):
         wrapper.__name__ = getattr(fn, "__name__", "gpu_call")
         return wrapper
 
+    def queue_wait_message(self) -> str:
+        device = self.model.loaded.pipe.unet.device if self.model.loaded is not None else "no model"
+        return (
+            f"queued: waiting for the app's queue (tagging or a render in progress finishes first); trains on {device}"
+        )
+
     # --- the model
 
     def _loaded(self):

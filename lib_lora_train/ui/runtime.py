@@ -138,6 +138,10 @@ class UIRuntime:
         function receives the handler's arguments and must put a task id into the first one. None: no such bar."""
         return None
 
+    def queue_wait_message(self) -> str:
+        """What a queued job waits for, in words (shown until its first step)."""
+        return "queued: waiting for the model to be free"
+
     def queue_task(self, task_id: str) -> None:
         """Tell the host's progress bar that ``task_id`` waits for the GPU."""
 

@@ -73,7 +73,8 @@ def jobs() -> JobRunner:
     global _runner
     with _runner_lock:
         if _runner is None:
-            _runner = JobRunner(make_host=_make_host, store_factory=store, after_done=publish)
+            _runner = JobRunner(make_host=_make_host, store_factory=store, after_done=publish,
+                                waiting=lambda: current().queue_wait_message())  # fmt: skip
         return _runner
 
 

@@ -92,6 +92,11 @@ class WebUIRuntime(UIRuntime):
     def progress_js(self, target_elem_id: str) -> str:
         return _PROGRESS_JS.format(target=target_elem_id)
 
+    def queue_wait_message(self) -> str:
+        from modules import devices
+
+        return f"queued: waiting for the WebUI's queue (a generation in progress finishes first); trains on {devices.device}"
+
     def queue_task(self, task_id: str) -> None:
         from modules import progress
 

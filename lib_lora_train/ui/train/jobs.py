@@ -87,8 +87,10 @@ class JobRunner:
     """Runs ``TrainJob``s one at a time in a daemon thread."""
 
     def __init__(self, *, make_host: HostFactory, store_factory: Callable[[], Any], train_fn: TrainFn | None = None,
-                 after_done: AfterDone | None = None):  # fmt: skip
+                 after_done: AfterDone | None = None, waiting: Callable[[], str] | None = None):  # fmt: skip
+        """``waiting`` says what a started job waits for before its first step (the host's queue, its device)."""
         self.make_host = make_host
+        self.waiting = waiting or (lambda: "queued: waiting for the model to be free")
         self.store_factory = store_factory
         self.train_fn = train_fn
         self.after_done = after_done
@@ -126,7 +128,7 @@ class JobRunner:
                 project=job.project,
                 version=job.version,
                 total_epochs=job.settings.epochs,
-                message="waiting for the GPU",
+                message=self.waiting(),
                 started_at=time.time(),
             )
             self._thread = threading.Thread(
