@@ -372,7 +372,7 @@ class Gradio:
         and the ``.then`` events chained to it have all finished)."""
         self.page.wait_for_function(
             """(quiet) => {
-                const busy = Array.from(document.querySelectorAll('.block > div.wrap'))
+                const busy = Array.from(document.querySelectorAll('.block > div.wrap:is(.default, .center)'))
                     .some((w) => !w.classList.contains('hide') && w.offsetParent !== null);
                 const now = performance.now();
                 if (busy || window.__loraBusyAt === undefined) window.__loraBusyAt = now;

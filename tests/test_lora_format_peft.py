@@ -190,3 +190,27 @@ def test_network_mismatch_is_reported():
     unet, _ = _inject("loha")
     with pytest.raises(ValueError, match="holds a loha adapter"):
         peft_bridge.adapter_state_dict(unet, keys.kohya_module_names(unet), "lora")
+
+
+@pytest.mark.parametrize("network, extra", [("loha", {}), ("loha", {"cp": True}), ("lokr", {"lokr_rank": 1})],
+                         ids=["loha", "loha-cp", "lokr-decomposed"])  # fmt: skip
+def test_lycoris_types_merge_the_same_under_the_double_scaling_merge_rule(network, extra):
+    # LyCORIS merge_to scales LoHa by alpha/rank twice; written with alpha = rank, both rules give the same delta
+    for target in _inject(network, rank=4, alpha=2.0, conv_alpha=1.0, **extra):
+        names = keys.kohya_module_names(target)
+        tensors = peft_bridge.adapter_state_dict(target, names, network)
+        grouped: dict[str, dict[str, torch.Tensor]] = {}
+        for key, value in tensors.items():
+            module, _, part = key.partition(".")
+            grouped.setdefault(module, {})[part] = value
+        for _path, name, layer in _adapted_layers(target):
+            parts, base = grouped[name], layer.get_base_layer()
+            dim = peft_bridge._loader_dim(peft_bridge.adapter_kind(layer), parts)
+            webui = _webui_delta(parts, base.weight.shape)
+            if dim is None:  # LoKr with both factors full: no loader applies alpha at all
+                continue
+            assert float(parts["alpha"]) == dim, name  # alpha = rank: (alpha/rank)^2 == alpha/rank == 1
+            merged = webui * (float(parts["alpha"]) / dim)  # the second alpha/rank of LyCORIS's merge
+            torch.testing.assert_close(merged, webui, rtol=0, atol=0)
+            effect, x = _layer_effect(layer)
+            torch.testing.assert_close(_apply(base, merged, x), effect, rtol=1e-4, atol=1e-6, msg=name)

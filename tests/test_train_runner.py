@@ -157,10 +157,12 @@ def test_loss_falls_on_an_easy_target(pipe, dataset, store):
 
 
 @pytest.mark.slow
-def test_interrupted_and_resumed_run_ends_with_identical_weights(pipe, dataset, store):
+@pytest.mark.parametrize("network", ["lora", "loha"])
+def test_interrupted_and_resumed_run_ends_with_identical_weights(pipe, dataset, store, network):
     settings = TrainSettings(
-        **BASE, save_every=1, save_state=True, save_precision="fp32", flip=True, caption_dropout=0.2
-    )
+        **BASE, save_every=1, save_state=True, save_precision="fp32", flip=True, caption_dropout=0.2,
+        network=network, rank=4, alpha=2.0,
+    )  # fmt: skip
     straight = store.create_version("p", "straight")
     assert train_version(DiffusersHost(pipe), settings, straight, dataset_dir=dataset).status == "done"
 
@@ -175,6 +177,15 @@ def test_interrupted_and_resumed_run_ends_with_identical_weights(pipe, dataset, 
         b = load_file(str(resumed.checkpoint_file(1 if name else None)))
         assert a.keys() == b.keys()
         assert all(torch.equal(a[k], b[k]) for k in a), "resumed weights differ"
+    with safe_open(str(resumed.checkpoint_file(None)), "pt") as handle:
+        assert handle.metadata()["ss_network_alpha"] == "2.0"  # the user's alpha, whatever the file stores
+        modules = {k.rsplit(".", 1)[0] for k in handle.keys() if k.endswith(".alpha")}  # noqa: SIM118
+        for module in modules:
+            alpha = float(handle.get_tensor(f"{module}.alpha"))
+            if network == "loha":  # alpha = rank (the scale is in the factors): LyCORIS's merge gives the same delta
+                assert alpha == handle.get_tensor(f"{module}.hada_w1_b").shape[0], module
+            else:
+                assert alpha in (2.0, settings.conv_alpha), module
 
 
 def test_stop_leaves_only_complete_files(pipe, dataset, store):

@@ -8,13 +8,15 @@ peft (0.13.x) wraps each targeted layer in a tuner layer that keeps the original
   (``alpha / lora_down.shape[0]``).
 - LoHa: ``hada_w1_a``, ``hada_w1_b``, ``hada_w2_a``, ``hada_w2_b`` (and ``hada_t1``/``hada_t2`` for the
   effective-conv variant) keep their names and shapes; conv ``hada_w*_b`` stay flattened ``(r, in*k*k)``, which
-  LyCORIS, ComfyUI and the WebUI all read. Scale ``alpha / r`` on both sides.
+  LyCORIS, ComfyUI and the WebUI all read. peft scales by ``alpha / r``; the file carries that scale folded into
+  ``hada_w1_a`` and stores alpha = r, because LyCORIS's merge path applies ``alpha / r`` twice (``get_weight`` and
+  ``get_diff_weight``), so any other alpha would merge at ``(alpha / r)²``. Decomposed LoKr is written the same way.
 - LoKr: ``lokr_w1`` or ``lokr_w1_a/_b``, ``lokr_w2`` or ``lokr_w2_a/_b`` (and ``lokr_t2``) keep their names.
   Loaders scale by ``alpha / dim`` where dim is the rank of a decomposed factor, and by 1 when both factors are
   full. peft 0.13.2 applies no scaling at all to LoKr (its forward uses the bare Kronecker product), so the
   effective scale is measured once (``_lokr_applies_scaling``) and the written alpha reproduces it.
 
-Every written alpha is the *effective* one (peft's ``scaling * rank``), so a loader reproduces exactly the weights
+Every written alpha reproduces the *effective* scale (peft's ``scaling``), so a loader rebuilds exactly the weights
 that were trained, also with peft's per-module ``rank_pattern`` / ``alpha_pattern``.
 """
 
@@ -35,6 +37,11 @@ ADAPTER = "default"
 LOHA_PARTS = ("hada_w1_a", "hada_w1_b", "hada_w2_a", "hada_w2_b", "hada_t1", "hada_t2")
 LOKR_PARTS = ("lokr_w1", "lokr_w1_a", "lokr_w1_b", "lokr_w2", "lokr_w2_a", "lokr_w2_b", "lokr_t2")
 NETWORK_KINDS = {"lora": "lora", "locon": "lora", "loha": "loha", "lokr": "lokr"}
+# LyCORIS types written with alpha/rank folded into a factor (alpha = rank): the part that carries the scale
+FOLDED_KINDS = {
+    "loha": lambda parts: "hada_w1_a",
+    "lokr": lambda parts: "lokr_w1" if "lokr_w1" in parts else "lokr_w1_a",
+}
 
 
 @dataclass
@@ -139,6 +146,13 @@ def adapter_state_dict(
             # both LoKr factors are full: loaders apply no alpha, so the scale goes into w2
             parts["lokr_w2"] = parts["lokr_w2"] * scale
             written_alpha = float(layer.r[ADAPTER])
+        elif kind in FOLDED_KINDS:
+            # LyCORIS's merge (merge_to, tools/merge.py) scales a LoHa by alpha/rank twice; with the scale folded
+            # into one factor and alpha = rank every loader and merger computes the same delta. The user's alpha
+            # stays in the metadata (ss_network_alpha).
+            first = FOLDED_KINDS[kind](parts)
+            parts[first] = parts[first] * scale
+            written_alpha = float(dim)
         else:
             written_alpha = scale * dim
         for part, tensor in parts.items():
