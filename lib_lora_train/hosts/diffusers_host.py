@@ -223,15 +223,6 @@ def _file_short_hash(path: Path) -> str:
     return digest.hexdigest()[:10]
 
 
-def _is_sdxl_checkpoint(path: Path) -> bool:
-    if path.suffix != ".safetensors":
-        return False
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="pt") as handle:
-        return any(k.startswith("conditioner.embedders.1") for k in handle.keys())  # noqa: SIM118 (safe_open is not a dict)
-
-
 def load_pipeline(path: str | Path, *, dtype=None):
     """A diffusers folder (``model_index.json``) or a single-file checkpoint -> a pipeline on the CPU, progress bar off."""
     try:
@@ -253,23 +244,7 @@ def load_pipeline(path: str | Path, *, dtype=None):
             kwargs = {k: v for k, v in kwargs.items() if k == "torch_dtype"}
         pipe = cls.from_pretrained(str(source), local_files_only=True, **kwargs)
     elif source.is_file():
-        sdxl = _is_sdxl_checkpoint(source)
-        cls = StableDiffusionXLPipeline if sdxl else StableDiffusionPipeline
-        yaml = source.with_suffix(".yaml")
-        extra = {"original_config_file": str(yaml)} if yaml.exists() else {}
-        if sdxl:
-            kwargs = {k: v for k, v in kwargs.items() if k == "torch_dtype"}
-        # diffusers builds the text encoder(s) from the Hugging Face configs of the original models
-        # (openai/clip-vit-large-patch14 for SD1): they come from the HF cache, or the hub when online
-        offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
-        try:
-            pipe = cls.from_single_file(str(source), local_files_only=offline, **extra, **kwargs)
-        except ValueError as exc:
-            raise RuntimeError(
-                f"{source}: diffusers could not build the pipeline from this checkpoint ({exc}); it needs the "
-                "Hugging Face configs of the original text encoders in HF_HOME (or network access), "
-                "or convert the checkpoint to a diffusers folder and pass that"
-            ) from exc
+        pipe = _load_single_file(source, kwargs)
     else:
         raise FileNotFoundError(
             f"{source}: no such model folder or checkpoint file; pass --base a diffusers folder or .safetensors"
@@ -278,6 +253,49 @@ def load_pipeline(path: str | Path, *, dtype=None):
         _detach_from_checkpoint_file(pipe)
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+def _load_single_file(source: Path, kwargs: dict[str, Any]):
+    """A WebUI-style checkpoint with its yaml: the text encoders from the yaml (``single_file``), the rest by
+    diffusers. Offline (HF_HUB_OFFLINE) nothing is looked up on the hub."""
+    from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
+
+    from lib_lora_train.hosts.single_file import (
+        CheckpointError,
+        inspect_checkpoint,
+        read_yaml,
+        sdxl_unet,
+        text_components,
+    )
+
+    kind = inspect_checkpoint(source)
+    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
+    cls = StableDiffusionXLPipeline if kind.arch == "sdxl" else StableDiffusionPipeline
+    if kind.arch == "sdxl":
+        kwargs = {k: v for k, v in kwargs.items() if k == "torch_dtype"}
+    yaml = source.with_suffix(".yaml")
+    extra: dict[str, Any] = {}
+    if yaml.is_file() and kind.keys:
+        extra["original_config_file"] = str(yaml)
+        config = read_yaml(yaml)
+        extra.update(text_components(source, config, kind, offline=offline))
+        if kind.arch == "sdxl":
+            extra["unet"] = sdxl_unet(source, config, kind)
+        if "torch_dtype" in kwargs:
+            for name in ("text_encoder", "text_encoder_2", "unet"):
+                if name in extra:
+                    extra[name] = extra[name].to(kwargs["torch_dtype"])
+    elif offline:
+        raise CheckpointError(f"{source}: no {yaml.name} beside it, and downloads are off (HF_HUB_OFFLINE): put the "
+                              "model's yaml next to the checkpoint (the WebUI uses the same file)")  # fmt: skip
+    try:
+        return cls.from_single_file(str(source), local_files_only=offline, **extra, **kwargs)
+    except (ValueError, OSError) as exc:
+        raise RuntimeError(
+            f"{source}: diffusers could not build the pipeline from this checkpoint ({exc}); put its .yaml beside it "
+            "(the text encoders' configs then come from the local Hugging Face cache), or convert the checkpoint to "
+            "a diffusers folder and pass that"
+        ) from exc
 
 
 def _detach_from_checkpoint_file(pipe) -> None:
