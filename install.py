@@ -14,13 +14,34 @@ import os
 import re
 import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 
-# What the extension needs beyond the WebUI's own requirements, with versions known to work with its pins.
-# peft 0.17 and later fail to import with accelerate 0.21; 0.13.2 imports and injects LoRA/LoHa/LoKr there.
-REQUIREMENTS = {"peft": "peft==0.13.2"}
-# The tagger runs WD14 ONNX models: the GPU build when the WebUI's torch has CUDA, the CPU build otherwise.
-ONNX_CPU = "onnxruntime>=1.16"
-ONNX_GPU = "onnxruntime-gpu>=1.16"
+# What the extension adds to the WebUI, in one place: requirements/runtime.txt, which the tests install too, so
+# that users get the versions the tests ran with (why each version: see the comments in that file).
+RUNTIME_REQUIREMENTS = Path(__file__).resolve().parent / "requirements" / "runtime.txt"
+
+
+def read_requirements(path: Path = RUNTIME_REQUIREMENTS) -> dict[str, str]:
+    """Canonical name -> requirement line, for every requirement in ``path`` (comments and blank lines skipped)."""
+    found = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            found[canonical(re.split(r"[<>=!~;\[ ]", line, maxsplit=1)[0])] = line
+    return found
+
+
+def canonical(name: str) -> str:
+    """PEP 503 normalised distribution name (``Pillow`` and ``pillow``, ``huggingface-hub`` and ``huggingface_hub``)."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+_REQUIRED = read_requirements()
+# The tagger runs WD14 ONNX models: the GPU build when the WebUI's torch has CUDA, the CPU build otherwise (same
+# version range: the GPU wheels follow the CPU ones).
+ONNX_CPU = _REQUIRED.pop("onnxruntime")
+ONNX_GPU = "onnxruntime-gpu" + ONNX_CPU[len("onnxruntime") :]
+REQUIREMENTS = _REQUIRED  # everything else (peft)
 # Packages the WebUI owns: never upgraded, pinned as constraints when pip runs for something else.
 HOST_PACKAGES = (
     "torch",
@@ -48,11 +69,6 @@ class PipInstall:
 
     requirement: str
     reason: str
-
-
-def canonical(name: str) -> str:
-    """PEP 503 normalised distribution name (``Pillow`` and ``pillow``, ``huggingface-hub`` and ``huggingface_hub``)."""
-    return re.sub(r"[-_.]+", "-", name).lower()
 
 
 def installed_versions(names) -> dict[str, str]:

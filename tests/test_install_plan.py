@@ -62,7 +62,9 @@ def test_missing_peft_gets_the_version_that_works_with_accelerate_021(install):
     assert [p.requirement for p in plan] == ["peft==0.13.2"]
 
 
-@pytest.mark.parametrize(("cuda", "expected"), [(True, "onnxruntime-gpu>=1.16"), (False, "onnxruntime>=1.16")])
+@pytest.mark.parametrize(
+    ("cuda", "expected"), [(True, "onnxruntime-gpu>=1.17,<1.21"), (False, "onnxruntime>=1.17,<1.21")]
+)
 def test_onnxruntime_flavour_follows_torch(install, cuda, expected):
     plan = install.plan_installs({**WEBUI_PINS, "peft": "0.13.2"}, cuda=cuda)
     assert [p.requirement for p in plan] == [expected]
@@ -117,3 +119,13 @@ def test_second_run_with_everything_present_is_fast_and_calls_no_pip(monkeypatch
     install.main()
     assert launch.calls == []
     assert time.perf_counter() - started < 2.0
+
+
+def test_what_install_py_adds_is_what_the_tests_install(install):
+    # one source of truth: requirements/runtime.txt is installed by tools/setup_venv.sh and read by install.py
+    lines = [line.split("#")[0].strip() for line in (ROOT / "requirements" / "runtime.txt").read_text().splitlines()]
+    wanted = sorted(line for line in lines if line)
+    plan = install.plan_installs(dict(WEBUI_PINS, torch="2.13.0+cpu"), cuda=False)
+    assert sorted(p.requirement for p in plan) == wanted
+    gpu = install.plan_installs(WEBUI_PINS, cuda=True)
+    assert sorted(p.requirement for p in gpu) == sorted(w.replace("onnxruntime", "onnxruntime-gpu") for w in wanted)

@@ -52,7 +52,25 @@ class WebUI:
         self.log_path = workdir / "webui.log"
         self.process: subprocess.Popen | None = None
 
+    def ensure_installed(self) -> None:
+        """Run our install.py as the WebUI does when it prepares its environment (the tests start it with
+        --skip-install, so on a WebUI where that never ran, peft would be missing); RuntimeError saying what to do
+        when the packages are still missing afterwards."""
+        probe = [self.python, "-c", "import peft, onnxruntime"]
+        if subprocess.run(probe, capture_output=True, cwd=self.folder).returncode == 0:
+            return
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(self.folder), os.environ.get("PYTHONPATH", "")])}
+        done = subprocess.run([self.python, str(ROOT / "install.py")], cwd=self.folder, env=env, capture_output=True,
+                              text=True, timeout=1800)  # fmt: skip
+        if subprocess.run(probe, capture_output=True, cwd=self.folder).returncode != 0:
+            raise RuntimeError(
+                f"the WebUI's python ({self.python}) lacks peft/onnxruntime and our install.py could not add them "
+                f"(exit {done.returncode}): {(done.stdout + done.stderr)[-2000:]}\nStart the WebUI once without "
+                "--skip-install, or pip install -r requirements/runtime.txt into its venv."
+            )
+
     def start(self, checkpoint: str = "tiny-sd1", timeout: float = 300, extra_args: tuple[str, ...] = ()) -> None:
+        self.ensure_installed()
         (self.data / "extensions").mkdir(parents=True)
         (self.data / "extensions" / "lora-train-tools").symlink_to(ROOT)  # installed the way users clone it
         ckpts = self.models / "Stable-diffusion"
