@@ -18,6 +18,7 @@ from PIL import Image
 from lib_lora_train.compare.pick import Pick, publish_pick, record_pick
 from lib_lora_train.compare.run import save_png
 from lib_lora_train.fileio import atomic_write_bytes, atomic_write_text
+from lib_lora_train.host import SampleRequest
 from lib_lora_train.lora_format.file import save_lora_file
 from lib_lora_train.publish import publish_checkpoints
 from lib_lora_train.settings import TrainSettings
@@ -72,7 +73,7 @@ def test_every_writer_of_a_training_run(tmp_path, umask):
     version.update_info(note="x")
     checkpoint = _lora(version.checkpoint_file(1))
     host = SimpleNamespace(render_samples=lambda requests: [Image.new("RGB", (4, 4))])
-    samples = render_and_save_samples(host, [object()], version.samples, 1)
+    samples = render_and_save_samples(host, [SampleRequest("a cat")], version.samples, 1)
     grid = version.compare / "grid.png"
     save_png(Image.new("RGB", (4, 4)), grid, {"parameters": "x"})
     chosen = Pick(project="alice", version="v1", epoch=1, weight=0.8, checkpoint=checkpoint.name, picked_at="now")

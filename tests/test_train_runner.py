@@ -194,7 +194,14 @@ def test_stop_leaves_only_complete_files(pipe, dataset, store):
     host = ScriptedHost(pipe, stop_after=3)  # one epoch (2 steps) and one more step
     result = train_version(host, settings, version, dataset_dir=dataset)
     assert result.status == "stopped" and result.steps == 3
-    assert [p.name for p in version.checkpoints.iterdir()] == ["p-v1-000001.safetensors".replace("v1", "stop")]
+    # epoch 1, and the step reached since then, named so that nobody takes it for an epoch
+    assert sorted(p.name for p in version.checkpoints.iterdir()) == [
+        "p-stop-000001.safetensors",
+        "p-stop-step000003-partial.safetensors",
+    ]
+    assert [p.name for _, p in version.list_checkpoints()] == ["p-stop-000001.safetensors"]
+    with safe_open(str(version.partial_file(3)), "pt") as handle:
+        assert handle.metadata()["ss_steps"] == "3"
     assert host.events[-1].kind == "stopped"
     _no_partial_files(version.path)
     assert (version.path / "state" / "state.json").exists()
@@ -247,3 +254,30 @@ def test_samples_are_rendered_per_epoch(pipe, dataset, store):
     assert result.status == "done"
     assert [p.name for p in version.samples.iterdir()] == ["000001-0.png"]
     assert any(e.kind == "sample" for e in host.events)
+    from PIL import Image
+
+    with Image.open(version.samples / "000001-0.png") as image:
+        parameters = image.text["parameters"]  # as the WebUI writes it: PNG Info and "send to" read it back
+    assert parameters.startswith("red square\nNegative prompt: blurry\nSteps: 1, Sampler: Euler, CFG scale: ")
+    assert "Train Tools sample: p-samples epoch 1" in parameters
+
+
+def test_a_stop_without_epoch_saves_keeps_the_adapters_and_a_finished_run_keeps_its_state(pipe, dataset, store):
+    version = store.create_version("p", "nosave")
+    settings = TrainSettings(**{**BASE, "mixed_precision": "fp16"}, save_every=0, lr_warmup=0.5)
+    result = train_version(ScriptedHost(pipe, stop_after=1), settings, version, dataset_dir=dataset)
+    assert result.status == "stopped" and [p.name for p in result.checkpoints] == [
+        "p-nosave-step000001-partial.safetensors"
+    ]
+    with safe_open(str(result.checkpoints[0]), "pt") as handle:
+        meta = handle.metadata()
+    assert meta["ss_mixed_precision"] == "no"  # what ran: the CPU trains in fp32 whatever was asked
+    assert meta["ss_lr_warmup_steps"] == "2"  # half of the 4 steps, an integer as kohya writes it
+    log = (version.logs / "run.log").read_text(encoding="utf-8")
+    assert "caching latents of 2 images" in log and "lora_unet: adapters on" in log  # the console's lines too
+
+    finished = store.create_version("p", "kept")
+    settings = TrainSettings(**BASE, save_every=1, save_state=True)
+    assert train_version(DiffusersHost(pipe), settings, finished, dataset_dir=dataset).status == "done"
+    state = (finished.path / "state" / "state.json").read_text(encoding="utf-8")
+    assert '"step": 4' in state  # the final state: the run can be extended with more epochs

@@ -22,6 +22,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from lib_lora_train.settings import TrainSettings
+from lib_lora_train.train.schedulers import warmup_steps
 
 SAI_MODEL_SPEC_VERSION = "1.0.0"
 IMPL_DIFFUSERS = "diffusers"
@@ -84,12 +85,14 @@ def build_metadata(
     new_model_hash: str = "",
     bucket_info: Mapping[str, Any] | None = None,
     te_trained: bool | None = None,
+    mixed_precision: str | None = None,
 ) -> dict[str, str]:
     """All metadata for one saved epoch: the ``ss_*`` keys sd-scripts writes plus the ``modelspec.*`` keys.
 
     ``tag_frequency`` / ``dataset_dirs`` are ``DatasetScan.tag_frequency`` / ``.dataset_dirs``; ``num_train_images``
     counts repeats (kohya's meaning). ``clip_skip`` is the value the model was trained with (1 = last layer);
-    ``prediction`` is ``eps`` or ``v``. Times are unix timestamps (default: now).
+    ``prediction`` is ``eps`` or ``v``. Times are unix timestamps (default: now). ``mixed_precision`` is what ran
+    (the CPU trains in fp32 whatever was asked); the setting otherwise.
     """
     if arch not in BASE_MODEL_VERSIONS:
         raise ValueError(f"unknown architecture {arch!r}; use sd1, sd2 or sdxl")
@@ -117,12 +120,15 @@ def build_metadata(
         "ss_gradient_checkpointing": bool(settings.gradient_checkpointing),
         "ss_gradient_accumulation_steps": settings.grad_accum,
         "ss_lr_scheduler": settings.lr_scheduler,
-        "ss_lr_warmup_steps": settings.lr_warmup,
+        # kohya writes the warmup in optimiser steps (an integer), whatever form the setting took
+        "ss_lr_warmup_steps": warmup_steps(
+            settings.lr_warmup, max_train_steps if max_train_steps is not None else steps
+        ),
         "ss_network_module": NETWORK_MODULES[settings.network],
         "ss_network_dim": settings.rank,
         "ss_network_alpha": float(settings.alpha),
         "ss_network_args": network_args(settings),
-        "ss_mixed_precision": settings.mixed_precision,
+        "ss_mixed_precision": mixed_precision or settings.mixed_precision,
         "ss_full_fp16": False,
         "ss_v2": arch == "sd2",
         "ss_base_model_version": BASE_MODEL_VERSIONS[arch],

@@ -29,6 +29,7 @@ from lib_lora_train.store.snapshot import (
 from lib_lora_train.store.trash import move_to_trash
 
 CHECKPOINT_SUFFIX = ".safetensors"
+PARTIAL_SUFFIX = "-partial"
 _EPOCH_SUFFIX = re.compile(r"^(?P<name>.+)-(?P<epoch>\d{6})$")
 
 
@@ -98,6 +99,16 @@ class VersionPaths:
             raise ValueError(f"epoch must be 0 or more, got {epoch}")
         return self.checkpoints / f"{self.output_name}-{epoch:06d}{CHECKPOINT_SUFFIX}"
 
+    def partial_file(self, step: int) -> Path:
+        """``checkpoints/<project>-<version>-step000123-partial.safetensors``: the adapters of a stopped run at the
+        step it reached (not an epoch; ``list_checkpoints`` leaves it out, ``list_partial`` lists it)."""
+        return self.checkpoints / f"{self.output_name}-step{step:06d}{PARTIAL_SUFFIX}{CHECKPOINT_SUFFIX}"
+
+    def list_partial(self) -> list[Path]:
+        return (
+            sorted(self.checkpoints.glob(f"*{PARTIAL_SUFFIX}{CHECKPOINT_SUFFIX}")) if self.checkpoints.is_dir() else []
+        )
+
     def list_checkpoints(self) -> list[tuple[int | None, Path]]:
         """(epoch, file) for every ``.safetensors`` in ``checkpoints/``: epochs ascending, the final file(s) last."""
         found: list[tuple[int | None, Path]] = []
@@ -110,6 +121,8 @@ class VersionPaths:
             name = entry.name
             if name.startswith(".") or not name.endswith(CHECKPOINT_SUFFIX) or not entry.is_file():
                 continue  # hidden files include the temporary files of a save in progress
+            if name.endswith(PARTIAL_SUFFIX + CHECKPOINT_SUFFIX):
+                continue  # a stopped run's last steps: not an epoch
             match = _EPOCH_SUFFIX.match(name[: -len(CHECKPOINT_SUFFIX)])
             found.append((int(match.group("epoch")) if match else None, self.checkpoints / name))
         return sorted(found, key=lambda entry: (entry[0] is None, entry[0] or 0, entry[1].name))

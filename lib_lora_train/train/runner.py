@@ -82,8 +82,7 @@ def _train(host, settings, version, dataset_dir, resume, result: TrainResult) ->
     train_unet, train_te = settings.unet_lr > 0, settings.te_lr > 0
     precision = resolve_precision(settings.mixed_precision, parts.device, parts.weight_dtype)
     if precision.note:
-        log.info("%s", precision.note)
-        host.report(ProgressEvent("log", message=precision.note))
+        _say(host, precision.note)
     snapshots = [(t.module, TreeSnapshot.take(t.module)) for t in [parts.unet, *parts.text_encoders]]
     undo: list = []
     handle = None
@@ -100,13 +99,13 @@ def _train(host, settings, version, dataset_dir, resume, result: TrainResult) ->
 
             feed = BatchFeed(host, scan, settings, feed_cache)
             doing = "caching latents of" if settings.cache_latents != "none" else "checking"
-            host.report(ProgressEvent("log", message=f"{doing} {len(feed.items)} images"))
+            _say(host, f"{doing} {len(feed.items)} images")
             feed.precache(on_skip=lambda problem: _report_problem(host, problem))
             # peft draws the initial lora_down weights from the global generator: seed it for reproducible runs
             torch.manual_seed(derived_seed(settings.seed, "init"))
             handle = inject_adapters(parts, settings, train_unet=train_unet, train_te=train_te)
             for line in handle.summary():
-                host.report(ProgressEvent("log", message=line))
+                _say(host, line)
             undo.append(host.set_gradient_checkpointing(settings.gradient_checkpointing))
             for module, _ in snapshots:
                 module.train()
@@ -125,7 +124,7 @@ def _train(host, settings, version, dataset_dir, resume, result: TrainResult) ->
                     state_folder(version), params=named, optimizer=optimizer, scheduler=scheduler, scaler=scaler
                 )
                 start = point.step
-                log.info("resuming at step %d", start)
+                _say(host, f"resuming at step {start}")
             ctx = LoopContext(
                 host,
                 parts,
@@ -154,8 +153,10 @@ def _train(host, settings, version, dataset_dir, resume, result: TrainResult) ->
                 )
             )
 
-            def save(epoch: int | None, step: int) -> None:
-                path = version.checkpoint_file(epoch)
+            saved_at = {"step": start}
+
+            def save(epoch: int | None, step: int, path: Path | None = None) -> None:
+                path = path or version.checkpoint_file(epoch)
                 shown = epoch if epoch is not None else total_epochs
                 save_checkpoint(
                     path,
@@ -170,7 +171,9 @@ def _train(host, settings, version, dataset_dir, resume, result: TrainResult) ->
                     started_at=started_at,
                     max_train_steps=total_steps,
                     num_batches_per_epoch=feed.batches_per_epoch,
+                    mixed_precision=precision.name,
                 )
+                saved_at["step"] = step
                 result.checkpoints.append(Path(path))
                 host.report(ProgressEvent("checkpoint", step, total_steps, shown, total_epochs, path=str(path)))
 
@@ -192,10 +195,12 @@ def _train(host, settings, version, dataset_dir, resume, result: TrainResult) ->
                     save(None, step)
                 elif settings.save_every and epoch % settings.save_every == 0:
                     save(epoch, step)
-                if settings.save_state and not last and (not settings.save_every or epoch % settings.save_every == 0):
+                # the last epoch keeps its state too, so that a finished run can be extended with more epochs
+                if settings.save_state and (last or not settings.save_every or epoch % settings.save_every == 0):
                     save_state(step)
                 if settings.sample_every and settings.sample_prompts and (epoch % settings.sample_every == 0 or last):
-                    _samples(host, snapshots, settings, version, epoch, step, total_steps)
+                    _samples(host, snapshots, settings, version, epoch, step, total_steps, parts.model_name,
+                             output_name)  # fmt: skip
 
             with LossLog(version.loss_log) as loss_log:
                 outcome = run_loop(
@@ -205,6 +210,9 @@ def _train(host, settings, version, dataset_dir, resume, result: TrainResult) ->
             if outcome.status == "stopped":
                 if settings.save_state:
                     save_state(outcome.steps)
+                if outcome.steps > saved_at["step"]:
+                    # what was trained since the last save is kept, under a name no loader mistakes for an epoch
+                    save(outcome.steps // feed.steps_per_epoch, outcome.steps, version.partial_file(outcome.steps))
                 result.status, result.message = "stopped", f"stopped at step {outcome.steps} of {total_steps}"
                 host.report(ProgressEvent("stopped", outcome.steps, total_steps, message=result.message))
             else:
@@ -225,17 +233,25 @@ def _train(host, settings, version, dataset_dir, resume, result: TrainResult) ->
     return result
 
 
+def _say(host, message: str) -> None:
+    """A line for the run log (logs/run.log) and the UI alike."""
+    log.info("%s", message)
+    host.report(ProgressEvent("log", message=message))
+
+
 def _report_problem(host, problem) -> None:
     """A dataset problem (found by the scan, or an image that failed to decode) into the run log and the UI."""
     host.report(ProgressEvent("log", message=str(problem)))
     log.warning("%s", problem)
 
 
-def _samples(host, snapshots, settings, version, epoch: int, step: int, total_steps: int) -> None:
+def _samples(host, snapshots, settings, version, epoch: int, step: int, total_steps: int, model_name: str,
+             output_name: str) -> None:  # fmt: skip
     for module, _ in snapshots:
         module.eval()
     try:
-        paths = render_and_save_samples(host, sample_requests(settings), Path(version.samples), epoch)
+        paths = render_and_save_samples(host, sample_requests(settings), Path(version.samples), epoch,
+                                        model_name=model_name, output_name=output_name)  # fmt: skip
     finally:
         for module, _ in snapshots:
             module.train()

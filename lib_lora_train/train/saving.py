@@ -39,6 +39,7 @@ def save_checkpoint(
     started_at: float,
     max_train_steps: int | None = None,
     num_batches_per_epoch: int | None = None,
+    mixed_precision: str | None = None,
 ) -> Path:
     """One LoRA file (atomic: temp + rename inside save_lora_file) with the ss_* / modelspec metadata."""
     from lib_lora_train.lora_format.file import save_lora_file
@@ -62,6 +63,7 @@ def save_checkpoint(
         max_train_steps=max_train_steps,
         num_batches_per_epoch=num_batches_per_epoch,
         te_trained=any(t.group == "te" for t in handle.targets),
+        mixed_precision=mixed_precision,
     )
     save_lora_file(path, lora_tensors(handle, settings), metadata, precision=settings.save_precision)
     return path
@@ -86,14 +88,31 @@ def sample_requests(settings) -> list[SampleRequest]:
 
 
 def render_and_save_samples(
-    host: TrainingHost, requests: Sequence[SampleRequest], folder: Path, epoch: int
-) -> list[Path]:
-    """Render through the host (adapters active) and save ``<epoch:06d>-<i>.png`` atomically."""
+    host: TrainingHost, requests: Sequence[SampleRequest], folder: Path, epoch: int, *, model_name: str = "",
+    output_name: str = "",
+) -> list[Path]:  # fmt: skip
+    """Render through the host (adapters active) and save ``<epoch:06d>-<i>.png`` atomically, with the generation
+    parameters in the PNG's ``parameters`` text as the WebUI writes them (so PNG Info and "send to" read them)."""
+    from PIL.PngImagePlugin import PngInfo
+
+    requests = list(requests)
     paths = []
-    for i, image in enumerate(host.render_samples(list(requests))):
+    for i, (request, image) in enumerate(zip(requests, host.render_samples(requests), strict=False)):
+        info = PngInfo()
+        info.add_text("parameters", sample_infotext(request, model_name=model_name, output_name=output_name,
+                                                    epoch=epoch))  # fmt: skip
         buffer = io.BytesIO()
-        image.save(buffer, format="PNG")
+        image.save(buffer, format="PNG", pnginfo=info)
         path = Path(folder) / f"{epoch:06d}-{i}.png"
         atomic_write_bytes(path, buffer.getvalue())
         paths.append(path)
     return paths
+
+
+def sample_infotext(request: SampleRequest, *, model_name: str = "", output_name: str = "", epoch: int = 0) -> str:
+    """The WebUI's infotext layout: prompt, ``Negative prompt:`` line, then ``key: value`` pairs."""
+    pairs = [("Steps", request.steps), ("Sampler", "Euler"), ("CFG scale", request.cfg_scale), ("Seed", request.seed),
+             ("Size", f"{request.width}x{request.height}"), ("Model", model_name),
+             ("Train Tools sample", f"{output_name} epoch {epoch}" if output_name else f"epoch {epoch}")]  # fmt: skip
+    text = request.prompt + (f"\nNegative prompt: {request.negative_prompt}" if request.negative_prompt else "")
+    return text + "\n" + ", ".join(f"{k}: {v}" for k, v in pairs if v != "")

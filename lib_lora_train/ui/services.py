@@ -13,6 +13,7 @@ from pathlib import Path
 
 from lib_lora_train.publish import publish_checkpoints, unpublish
 from lib_lora_train.store import ProjectStore
+from lib_lora_train.store.versions import CHECKPOINT_SUFFIX, PARTIAL_SUFFIX
 from lib_lora_train.ui import options
 from lib_lora_train.ui.runtime import current
 from lib_lora_train.ui.train.jobs import JobRunner
@@ -41,7 +42,9 @@ def publish_settings(*, for_compare: bool = False) -> tuple[str, str]:
 
 
 def publish(version, checkpoints: list[Path]) -> tuple[list[Path], list[str]]:
-    """Publish a finished job's checkpoints as the settings say, and let the host's LoRA list see them."""
+    """Publish a finished job's checkpoints as the settings say, and let the host's LoRA list see them (a stopped
+    run's partial file stays in the version: it is no epoch, and the LoRA list should not offer it as one)."""
+    checkpoints = [c for c in checkpoints if not c.name.endswith(PARTIAL_SUFFIX + CHECKPOINT_SUFFIX)]
     mode, subfolder = publish_settings()
     result = publish_checkpoints(checkpoints, current().lora_dir(), subfolder=subfolder, mode=mode)
     _refresh_lora_list()

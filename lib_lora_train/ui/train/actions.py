@@ -132,7 +132,9 @@ def checkpoint_rows(store, project: str, version: str) -> list[list[Any]]:
     if not project or not version or not store.has_version(project, version):
         return []
     rows = []
-    for epoch, path in store.version(project, version).list_checkpoints():
+    paths = store.version(project, version)
+    files = [*paths.list_checkpoints(), *(("partial", p) for p in paths.list_partial())]
+    for epoch, path in files:
         meta = read_metadata(path)
         rows.append([
             path.name, epoch if epoch is not None else "final", meta.get("ss_steps", ""),
