@@ -53,6 +53,30 @@ HELP = {
     "sample_every": "render the sample prompts every N epochs (0 = never)",
     "sample_prompts": "prompts for the samples ('prompt --n negative' for a negative prompt)",
     "seed": "seed: the same seed and settings give the same weights",
+    "caption_extension": "extension of the caption files beside the images",
+    "default_repeats": "repeats of folders without an N_ prefix",
+    "enable_buckets": "train each image in the aspect-ratio bucket closest to its shape (no cropping to a square)",
+    "min_bucket_side": "shortest bucket side in px",
+    "max_bucket_side": "longest bucket side in px",
+    "bucket_step": "bucket sides are multiples of this many px",
+    "bucket_no_upscale": "never enlarge a small image to fill its bucket",
+    "shuffle_tags": "shuffle the caption's tags each step (the first --keep-tokens stay first)",
+    "keep_tokens": "tags at the start of the caption that are never shuffled or dropped (1 keeps the activation tag)",
+    "caption_dropout": "probability of training a step with an empty caption",
+    "tag_dropout": "probability of leaving out each tag (after the kept ones)",
+    "flip": "mirror images at random (not for asymmetric characters)",
+    "batch_size": "images per step",
+    "optimizer": "optimiser (adamw8bit needs bitsandbytes, lion lion-pytorch, prodigy prodigyopt)",
+    "weight_decay": "optimiser weight decay",
+    "max_grad_norm": "clip gradients to this norm (0 = no clipping)",
+    "lr_scheduler": "learning-rate schedule",
+    "lr_power": "power of the polynomial schedule",
+    "gradient_checkpointing": "recompute activations in the backward pass: less memory, slower",
+    "noise_offset": "noise offset (0.05-0.1 helps very dark or bright images)",
+    "save_precision": "dtype of the saved LoRA files",
+    "sample_steps": "sampling steps of each sample image",
+    "output_name": "file name stem of the LoRA files and ss_output_name (default <project>-<version>)",
+    "comment": "free text stored in the files' metadata (ss_training_comment)",
 }
 
 
@@ -67,7 +91,9 @@ def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
     for f in dataclasses.fields(TrainSettings):
         hint = hints[f.name].__name__ if isinstance(hints[f.name], type) else str(hints[f.name])
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
-        text = f"{HELP.get(f.name, f.name.replace('_', ' '))} [{default!r}]"
+        shown = (", ".join(map(str, default)) if isinstance(default, list) else default) if default != "" else ""
+        shown = shown if shown not in ("", []) else "none"
+        text = f"{HELP[f.name]} [{shown}]"
         kwargs: dict[str, Any] = {"dest": f.name, "default": None, "help": text}
         if hint == "bool" or hints[f.name] is bool:
             kwargs["action"] = argparse.BooleanOptionalAction
@@ -87,7 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m lib_lora_train", description="LoRA Train Tools, command line")
     commands = parser.add_subparsers(dest="command", required=True)
     train = commands.add_parser("train", help="train a LoRA from a dataset folder on a base model")
-    train.add_argument("--dataset", type=Path, help="folder of images + captions (kohya N_name folders give repeats)")
+    train.add_argument("--dataset", type=Path, help="folder of images + captions (kohya N_name folders give "
+                       "repeats); needed for a new version, not with --resume")  # fmt: skip
     train.add_argument(
         "--base", type=Path, required=True, help="base model: a diffusers folder or a .safetensors checkpoint"
     )
@@ -95,9 +122,18 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--version", required=True, help="version name")
     train.add_argument("--outputs", type=Path, default=Path(DEFAULT_OUTPUTS), help=f"store folder [{DEFAULT_OUTPUTS}]")
     train.add_argument("--settings", type=Path, help="a config.json of TrainSettings; options given here override it")
-    train.add_argument("--resume", action="store_true", help="continue the version's saved state (needs --save-state)")
+    train.add_argument("--resume", action="store_true",
+                       help="continue (or extend with more --epochs) a version trained with --save-state")  # fmt: skip
     train.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... [auto]")
     add_settings_arguments(train)
+    versions = commands.add_parser("versions", help="list the projects and versions of a store, or move one to the "
+                                   "trash")  # fmt: skip
+    versions.add_argument("action", nargs="?", choices=("list", "delete"), default="list", help="[list]")
+    versions.add_argument("project", nargs="?", help="project name (list: only this project)")
+    versions.add_argument("version", nargs="?", help="version name (delete)")
+    versions.add_argument(
+        "--outputs", type=Path, default=Path(DEFAULT_OUTPUTS), help=f"store folder [{DEFAULT_OUTPUTS}]"
+    )
     ui = commands.add_parser("ui", help="the four tabs in a standalone web app (no WebUI needed)")
     from lib_lora_train.standalone.app import add_arguments
 
@@ -135,16 +171,16 @@ class _ProgressPrinter:
         if event.kind == "step":
             if self.bar is None:
                 self.bar = tqdm(total=event.total_steps, initial=event.step - 1, unit="step", dynamic_ncols=True)
-            self.bar.update(event.step - self.bar.n)
             post = {"epoch": f"{event.epoch}/{event.total_epochs}"}
             if event.loss_avg is not None:
                 post["loss"] = f"{event.loss_avg:.4f}"
             if event.lr is not None:
                 post["lr"] = f"{event.lr:.2e}"
-            self.bar.set_postfix(post, refresh=False)
+            self.bar.set_postfix(post, refresh=False)  # before the update, which draws the bar with it
+            self.bar.update(event.step - self.bar.n)
         elif event.kind in ("checkpoint", "sample"):
             self._write(f"{event.kind}: {event.path}")
-        elif event.kind in ("log", "start", "stopped", "error") and event.message:
+        elif event.kind in ("log", "start") and event.message:  # stopped/error: the closing line says it once
             self._write(f"{event.kind}: {event.message}")
 
     def _write(self, text: str) -> None:
@@ -157,34 +193,123 @@ class _ProgressPrinter:
             self.bar.close()
 
 
-def run_train(args: argparse.Namespace) -> int:
+def check_device(name: str):
+    """``--device`` -> a torch.device this torch can use; SettingsError saying what the build lacks otherwise."""
     import torch
 
-    from lib_lora_train.hosts.diffusers_host import DiffusersHost
-    from lib_lora_train.store.names import StoreError
-    from lib_lora_train.store.projects import ProjectStore
-    from lib_lora_train.train.runner import train_version
-
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise SettingsError("device", f"--device {name!r} is not a device; use cpu, cuda, cuda:1 or auto") from None
+    if device.type == "cuda":
+        if not torch.backends.cuda.is_built():
+            raise SettingsError("device", f"--device {name}: this torch ({torch.__version__}) is a CPU build without "
+                                "CUDA; use --device cpu, or install a CUDA build of torch")  # fmt: skip
+        if not torch.cuda.is_available():
+            raise SettingsError("device", f"--device {name}: torch has CUDA but sees no GPU (driver or "
+                                "CUDA_VISIBLE_DEVICES); use --device cpu")  # fmt: skip
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise SettingsError("device", f"--device {name}: there are {torch.cuda.device_count()} GPU(s) (cuda:0…)")
+    elif device.type != "cpu":
+        raise SettingsError("device", f"--device {name}: only cpu and cuda are supported")
+    return device
+
+
+def check_base(path: Path) -> None:
+    """The base model exists and is one (a LoRA, a VAE or a broken file is named as such); SettingsError if not."""
+    from lib_lora_train.hosts.single_file import CheckpointError, inspect_checkpoint
+
+    if path.is_dir():
+        if not (path / "model_index.json").is_file():
+            raise SettingsError("base", f"{path}: not a diffusers model folder (no model_index.json)")
+        return
+    if not path.is_file():
+        raise SettingsError("base", f"{path}: no such model folder or checkpoint file; pass --base a diffusers "
+                            "folder or a .safetensors checkpoint")  # fmt: skip
+    try:
+        inspect_checkpoint(path)
+    except CheckpointError as exc:
+        raise SettingsError("base", str(exc)) from None
+
+
+def check_dataset(path: Path | None) -> None:
+    from lib_lora_train.store.snapshot import count_images, plan_snapshot
+
+    if path is None:
+        raise SettingsError("dataset", "give --dataset DIR (a folder of images with .txt captions) for a new version")
+    if not path.is_dir():
+        raise SettingsError("dataset", f"{path}: the dataset folder does not exist")
+    if count_images(plan_snapshot(path)) == 0:
+        raise SettingsError("dataset", f"{path}: no images found; put .png/.jpg/.webp images (and captions) in it")
+
+
+def _open_version(store, args: argparse.Namespace):
+    """The version to train: a new one, or one that exists with nothing trained in it yet (a failed or empty run is
+    reused); SettingsError naming the ways forward when it holds trained files."""
+    if not store.has_version(args.project, args.version):
+        return store.create_version(args.project, args.version)
+    version = store.version(args.project, args.version)
+    trained = [p for _, p in version.list_checkpoints()] + version.list_partial()
+    if trained or read_resume_point_of(version) is not None:
+        raise SettingsError(
+            "version",
+            f"{args.project}/{args.version} already holds a trained run ({len(trained)} LoRA file(s) in "
+            f"{version.checkpoints}); continue it with --resume, pass another --version, or move it to the trash "
+            f"with: python -m lib_lora_train versions delete {args.project} {args.version} --outputs {args.outputs}",
+        )
+    return version
+
+
+def read_resume_point_of(version):
+    from lib_lora_train.train.runner import state_folder
+    from lib_lora_train.train.state import read_resume_point
+
+    return read_resume_point(state_folder(version))
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from lib_lora_train.store.names import StoreError, validate_name
+    from lib_lora_train.store.projects import ProjectStore
+
+    # everything is checked before anything is created, so that a retry with the same names just works
+    try:
+        validate_name(args.project, "project")
+        validate_name(args.version, "version")
         store = ProjectStore(args.outputs)
         if args.resume:
-            # a resumed run continues with the settings it was started with; options given now still override
+            if not store.has_version(args.project, args.version):
+                raise SettingsError("resume", f"{args.project}/{args.version} does not exist in {args.outputs}; "
+                                    "start it without --resume")  # fmt: skip
             version = store.version(args.project, args.version)
+            if read_resume_point_of(version) is None:
+                raise SettingsError("resume", f"{args.project}/{args.version} has no saved training state to resume; "
+                                    "train with --save-state to be able to resume or extend a run")  # fmt: skip
+            # a resumed run continues with the settings it was started with; options given now still override
             base = version.load_settings().to_dict() if version.config.exists() else None
             settings = settings_from_args(args, base)
         else:
             settings = settings_from_args(args)
-            if args.dataset is None:
-                raise SettingsError("dataset", "give --dataset DIR (a folder of images with .txt captions)")
-            version = store.create_version(args.project, args.version)
+            check_dataset(args.dataset)
+        check_base(args.base)
+        device = check_device(args.device)
+        if not args.resume:
+            version = _open_version(store, args)
             version.snapshot_dataset(args.dataset)
         version.save_settings(settings)
     except (SettingsError, StoreError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    device = torch.device(
-        "cuda" if args.device == "auto" and torch.cuda.is_available() else args.device.replace("auto", "cpu")
-    )
+    return _train_in_store(args, settings, version, device)
+
+
+def _train_in_store(args: argparse.Namespace, settings: TrainSettings, version, device) -> int:
+    import torch
+
+    from lib_lora_train.hosts.diffusers_host import DiffusersHost
+    from lib_lora_train.train.runner import train_version
+
     dtype = (
         {"fp16": torch.float16, "bf16": torch.bfloat16}.get(settings.mixed_precision) if device.type == "cuda" else None
     )
@@ -205,7 +330,8 @@ def run_train(args: argparse.Namespace) -> int:
         )
         host.events = _NoHistory()
         result = train_version(host, settings, version, resume=args.resume)
-    except (FileNotFoundError, RuntimeError, OSError) as exc:
+    except (FileNotFoundError, RuntimeError, OSError, ValueError) as exc:
+        printer.close()
         print(f"error: {exc}", file=sys.stderr)
         return 1
     finally:
@@ -216,6 +342,39 @@ def run_train(args: argparse.Namespace) -> int:
         print(f"  {path}")
     print(f"version folder: {version.path}")
     return {"done": 0, "stopped": 130}.get(result.status, 1)
+
+
+def run_versions(args: argparse.Namespace) -> int:
+    """``versions [list] [PROJECT]`` prints one line per version; ``versions delete PROJECT VERSION`` trashes one."""
+    from lib_lora_train.store.names import StoreError
+    from lib_lora_train.store.projects import ProjectStore
+
+    store = ProjectStore(args.outputs)
+    try:
+        if args.action == "delete":
+            if not (args.project and args.version):
+                raise SettingsError("version", "versions delete needs PROJECT and VERSION")
+            print(f"moved to the trash: {store.delete_version(args.project, args.version)}")
+            return 0
+        projects = [p for p in store.list_projects() if args.project in (None, p.name)]
+        if args.project and not projects:
+            raise SettingsError("project", f"no project {args.project!r} in {args.outputs}")
+    except (SettingsError, StoreError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if not projects:
+        print(f"no projects in {args.outputs}")
+    for project in projects:
+        if not project.versions:
+            print(f"{project.name}: no versions")
+        for info in project.versions:
+            paths = store.version(project.name, info.name)
+            state = read_resume_point_of(paths)
+            notes = [f"{len(info.checkpoints)} LoRA file(s)"]
+            notes += [f"{len(paths.list_partial())} partial"] if paths.list_partial() else []
+            notes += [f"state at step {state.step}"] if state else []
+            print(f"{project.name}/{info.name}\t{info.created}\t{', '.join(notes)}\t{info.path}")
+    return 0
 
 
 class _NoHistory(list):
@@ -229,6 +388,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "train":
         return run_train(args)
+    if args.command == "versions":
+        return run_versions(args)
     if args.command == "ui":
         from lib_lora_train.standalone.app import main as serve_ui
 

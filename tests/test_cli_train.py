@@ -149,3 +149,127 @@ def test_cli_trains_the_shared_tiny_sd1_fixture(tmp_path):
     with safe_open(str(version / "checkpoints" / "demo-v1.safetensors"), "pt") as handle:
         keys = list(handle.keys())
     assert any(k.startswith("lora_te_") for k in keys) and any("resnets" in k for k in keys)
+
+
+# --- what a new user trips over (#13) ------------------------------------------------------------------------------
+
+
+def _argv(tmp_path: Path, base, *extra: str, dataset=None, version="v1") -> list[str]:
+    data = dataset if dataset is not None else write_tiny_dataset(tmp_path / "data", count=2, size=64)
+    return ["train", "--dataset", str(data), "--base", str(base), "--project", "demo", "--version", version,
+            "--outputs", str(tmp_path / "outputs"), "--resolution", "64", "--batch-size", "2", "--rank", "4",
+            "--mixed-precision", "no", "--max-steps", "1", *extra]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def tiny_base(tmp_path_factory):
+    return save_tiny_model(tmp_path_factory.mktemp("base") / "tiny")
+
+
+def _nothing_created(tmp_path: Path) -> bool:
+    return not (tmp_path / "outputs").exists()
+
+
+def test_a_cuda_device_on_a_cpu_build_is_refused_before_anything_is_created(tmp_path, tiny_base, capsys):
+    import torch
+
+    if torch.backends.cuda.is_built():
+        pytest.skip("this torch has CUDA: the CPU-build message cannot be shown here")
+    assert main(_argv(tmp_path, tiny_base, "--device", "cuda")) == 2
+    assert "CPU build without CUDA; use --device cpu" in capsys.readouterr().err
+    assert _nothing_created(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "tensors, message",
+    [(None, "not a readable .safetensors file"),
+     ({"lora_unet_down_blocks_0_x.lora_down.weight": [1.0]}, "this is a LoRA (kohya/LyCORIS format), not a base model")],
+    ids=["garbage", "lora"],
+)  # fmt: skip
+def test_a_base_that_is_not_a_model_is_named_before_anything_is_created(tmp_path, capsys, tensors, message):
+    import torch
+    from safetensors.torch import save_file
+
+    base = tmp_path / "model.safetensors"
+    if tensors is None:
+        base.write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{broken}")
+    else:
+        save_file({k: torch.tensor(v) for k, v in tensors.items()}, str(base))
+    assert main(_argv(tmp_path, base)) == 2
+    assert message in capsys.readouterr().err
+    assert _nothing_created(tmp_path)
+
+
+def test_a_missing_dataset_creates_nothing_and_a_failed_run_can_be_retried(tmp_path, tiny_base, capsys, monkeypatch):
+    import sys
+
+    assert main(_argv(tmp_path, tiny_base, dataset=tmp_path / "nope")) == 2
+    assert "the dataset folder does not exist" in capsys.readouterr().err and _nothing_created(tmp_path)
+    monkeypatch.setitem(sys.modules, "lion_pytorch", None)  # the optimiser's package is missing: the run fails
+    assert main(_argv(tmp_path, tiny_base, "--optimizer", "lion")) == 1
+    out = capsys.readouterr()
+    assert (out.out + out.err).count("needs the package") == 1  # said once, not twice
+    assert main(_argv(tmp_path, tiny_base)) == 0  # the same --version again: the failed run is reused
+    assert main(_argv(tmp_path, tiny_base)) == 2  # now it holds a trained run: refused, saying what to do
+    err = capsys.readouterr().err
+    assert "continue it with --resume" in err and "python -m lib_lora_train versions delete demo v1" in err
+
+
+def test_resume_without_saved_state_names_the_flag_and_exits_2(tmp_path, tiny_base, capsys):
+    assert main(_argv(tmp_path, tiny_base)) == 0
+    capsys.readouterr()
+    assert main(_argv(tmp_path, tiny_base, "--resume")) == 2
+    assert "train with --save-state to be able to resume" in capsys.readouterr().err
+
+
+def test_versions_are_listed_and_deleted_to_the_trash(tmp_path, tiny_base, capsys):
+    assert main(_argv(tmp_path, tiny_base, "--save-state")) == 0
+    capsys.readouterr()
+    outputs = ["--outputs", str(tmp_path / "outputs")]
+    assert main(["versions", *outputs]) == 0
+    line = capsys.readouterr().out.strip()
+    assert line.startswith("demo/v1\t") and "1 LoRA file(s)" in line and "state at step 1" in line
+    assert main(["versions", "delete", "demo", "v1", *outputs]) == 0
+    assert "moved to the trash" in capsys.readouterr().out
+    assert main(["versions", *outputs]) == 0 and capsys.readouterr().out.strip() == "demo: no versions"
+    assert main(["versions", "delete", "demo", "v1", *outputs]) == 2
+
+
+def test_the_progress_bar_shows_the_step_it_draws(monkeypatch):
+    import tqdm as tqdm_module
+
+    from lib_lora_train.cli import _ProgressPrinter
+    from lib_lora_train.train.events import ProgressEvent
+
+    calls = []
+
+    class Bar:
+        def __init__(self, **kwargs):
+            self.n = kwargs.get("initial", 0)
+
+        def set_postfix(self, post, refresh=False):
+            calls.append(("postfix", post["epoch"]))
+
+        def update(self, n):
+            self.n += n
+            calls.append(("draw", self.n))
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(tqdm_module, "tqdm", Bar)
+    printer = _ProgressPrinter()
+    for step, epoch in ((1, 1), (2, 2)):
+        printer(ProgressEvent("step", step, 2, epoch, 2, 0.5, loss_avg=0.5, lr=1e-4))
+    assert calls == [("postfix", "1/2"), ("draw", 1), ("postfix", "2/2"), ("draw", 2)]
+
+
+def test_help_describes_every_option_and_shows_defaults_readably(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = capsys.readouterr().out
+    assert "[[]]" not in text and "[]" not in text
+    assert "needed for a new version, not with --resume" in text
+    for name in ("keep-tokens", "bucket-step", "comment", "output-name"):
+        block = text.split(f"--{name}", 1)[1].split("\n  --", 1)[0]
+        assert len(block.split()) > 4, f"--{name} only repeats its name: {block!r}"
