@@ -69,3 +69,30 @@ def test_checkpoint_rows_show_metadata_and_the_lora_tag(tmp_path):
     rows = act.checkpoint_rows(store, "alice", "v1")
     assert rows == [["alice-v1-000004.safetensors", 4, "40", "8/4", "", "<lora:alice-v1-000004:0.8>"]]
     assert act.read_metadata(tmp_path / "missing.safetensors") == {}
+
+
+def test_the_form_has_the_widget_each_setting_needs(tmp_path, monkeypatch):
+    # str(int) is "<class 'int'>": every setting used to be a text box, and "False" in a box reads as true
+    import gradio as gr
+
+    from lib_lora_train.ui.runtime import UIRuntime, installed
+    from lib_lora_train.ui.train.tab import build_train_tab
+
+    monkeypatch.chdir(tmp_path)
+    assert (act.FIELD_TYPES["flip"], act.FIELD_TYPES["rank"], act.FIELD_TYPES["alpha"]) == ("bool", "int", "float")
+    with installed(UIRuntime()), gr.Blocks() as demo:
+        build_train_tab()
+    by_id = {getattr(b, "elem_id", None): b for b in demo.blocks.values()}
+    assert isinstance(by_id["lora_train_tools_flip"], gr.Checkbox)
+    assert isinstance(by_id["lora_train_tools_rank"], gr.Number) and by_id["lora_train_tools_rank"].precision == 0
+    assert isinstance(by_id["lora_train_tools_unet_lr"], gr.Number)
+    assert isinstance(by_id["lora_train_tools_network"], gr.Dropdown)
+    assert isinstance(by_id["lora_train_tools_sample_prompts"], gr.Textbox)
+
+
+def test_the_step_calculator_reads_the_tables_dataframe():
+    import pandas as pd
+
+    table = pd.DataFrame([["2_alice", 5, 2], ["1_bob", 3, 1]], columns=["folder", "images", "repeats"])
+    assert "**13** images × repeats per epoch" in act.step_summary(table, 1, 2, 1, 0)
+    assert act.repeats_by_folder(table) == {"alice": 2, "bob": 1}

@@ -33,7 +33,18 @@ CHOICES = {
 BASIC = ("network", "rank", "alpha", "resolution", "epochs", "batch_size", "unet_lr", "te_lr", "save_every",
          "sample_every", "sample_prompts", "seed")  # fmt: skip
 FIELD_NAMES = tuple(f.name for f in dataclasses.fields(TrainSettings))
-FIELD_TYPES = {name: str(hint) for name, hint in get_type_hints(TrainSettings).items()}
+# "int", "float", "bool", "str", "list[str]": what each field's form widget is (str(int) would be "<class 'int'>")
+FIELD_TYPES = {name: hint.__name__ if isinstance(hint, type) else str(hint)
+               for name, hint in get_type_hints(TrainSettings).items()}  # fmt: skip
+
+
+def table_rows(table: Any) -> list[list[Any]]:
+    """A gradio Dataframe's value (a pandas DataFrame in gradio 3.41, lists elsewhere) as a list of rows."""
+    if table is None:
+        return []
+    if hasattr(table, "values") and hasattr(table, "columns"):
+        return table.values.tolist()
+    return list(table)
 
 
 def settings_from_values(values: list[Any]) -> TrainSettings:
@@ -63,7 +74,7 @@ def step_summary(rows: list[list[Any]], batch_size: float, epochs: float, grad_a
                  max_steps: float = 0) -> str:  # fmt: skip
     """The live step calculator's text."""
     folders = []
-    for row in rows or []:
+    for row in table_rows(rows):
         try:
             folders.append(FolderPlan(str(row[0]), int(row[1]), max(1, int(row[2]))))
         except (TypeError, ValueError, IndexError):
@@ -79,7 +90,7 @@ def step_summary(rows: list[list[Any]], batch_size: float, epochs: float, grad_a
 def repeats_by_folder(rows: list[list[Any]]) -> dict[str, int]:
     """Repeats table -> {bare folder name: repeats} for ``apply_repeats``."""
     table = {}
-    for row in rows or []:
+    for row in table_rows(rows):
         try:
             table[split_repeat_folder(str(row[0]))[1]] = max(1, int(row[2]))
         except (TypeError, ValueError, IndexError):

@@ -159,7 +159,7 @@ def build_train_tab() -> gr.Blocks:
             except ValueError as exc:
                 yield f"Not started: {exc}", gr.update(), gr.update(), gr.update(), gr.update()
                 return
-            rows = rows.values.tolist() if hasattr(rows, "values") else rows
+            rows = act.table_rows(rows)
             task = task or None
             if task:
                 current().queue_task(task)  # the host's progress bar shows "queued" until the GPU is free
