@@ -14,7 +14,7 @@ from typing import Any
 
 from lib_lora_train.publish import PUBLISH_MODES
 from lib_lora_train.tagger.models import DEFAULT_CHARACTER_THRESHOLD, DEFAULT_MODEL, KNOWN_MODELS
-from lib_lora_train.ui.train.plan import PRESETS
+from lib_lora_train.train.plan import PRESETS
 
 SECTION = ("lora_train_tools", "LoRA Train Tools")
 

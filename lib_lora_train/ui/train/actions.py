@@ -19,7 +19,7 @@ from lib_lora_train.settings import (
     TrainSettings,
 )
 from lib_lora_train.ui.train.jobs import JobBusy, JobRunner, JobStatus, TrainJob
-from lib_lora_train.ui.train.plan import FolderPlan, apply_repeats, plan_steps, split_repeat_folder
+from lib_lora_train.train.plan import FolderPlan, apply_repeats, plan_steps, split_repeat_folder
 
 CHOICES = {
     "network": NETWORKS,

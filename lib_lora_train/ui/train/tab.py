@@ -14,7 +14,7 @@ from lib_lora_train.settings import TrainSettings
 from lib_lora_train.ui import options, services
 from lib_lora_train.ui.runtime import current
 from lib_lora_train.ui.train import actions as act
-from lib_lora_train.ui.train.plan import PRESETS, preset_settings
+from lib_lora_train.train.plan import PRESETS, preset_settings
 
 P = "lora_train_tools"
 POLL_S = 1.0

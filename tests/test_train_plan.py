@@ -5,7 +5,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from lib_lora_train.settings import TrainSettings
-from lib_lora_train.ui.train.plan import (
+from lib_lora_train.train.plan import (
     FolderPlan,
     apply_repeats,
     plan_steps,
@@ -46,7 +46,7 @@ def test_presets_are_valid_settings_and_sdxl_gets_1024(name):
 
 
 def test_unknown_preset_is_refused():
-    with pytest.raises(ValueError, match="character, style, concept"):
+    with pytest.raises(ValueError, match="character, style, bootstrap, concept"):
         preset_settings("anime")
 
 

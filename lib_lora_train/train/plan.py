@@ -1,4 +1,4 @@
-"""The Train Tools tab's arithmetic and presets: pure functions, tested without gradio or the WebUI.
+"""Presets and the step arithmetic of the Train Tools tab and the bootstrap loop: pure functions.
 
 The rule of thumb from the guides our users follow: images × repeats ≈ 200–400 per epoch, about 10 epochs, a
 checkpoint every epoch; the activation tag first with ``keep_tokens = 1`` for a character.
@@ -24,6 +24,11 @@ PRESETS: dict[str, dict] = {
     # a look over many subjects: more capacity, flips, and some dropout so no single tag carries the style
     "style": dict(rank=32, alpha=16.0, unet_lr=1e-4, te_lr=2e-5, epochs=10, keep_tokens=0, shuffle_tags=True,
                   flip=True, caption_dropout=0.05, tag_dropout=0.1, lr_scheduler="cosine", network="locon"),
+    # a bootstrap round on 4-40 images: a weak "style" LoRA of the character to generate more views with; small
+    # rank, a few epochs, each saved (the loop sets the repeats for 200-400 images per epoch)
+    "bootstrap": dict(rank=8, alpha=4.0, unet_lr=1e-4, te_lr=5e-5, epochs=4, save_every=1, keep_tokens=1,
+                      shuffle_tags=True, flip=False, caption_dropout=0.0, tag_dropout=0.0, lr_scheduler="cosine",
+                      network="lora"),
     # an object, pose or clothing: like a character, but flips are harmless
     "concept": dict(rank=16, alpha=8.0, unet_lr=1e-4, te_lr=5e-5, epochs=12, keep_tokens=1, shuffle_tags=True,
                     flip=True, caption_dropout=0.0, tag_dropout=0.05, lr_scheduler="cosine", network="lora"),
