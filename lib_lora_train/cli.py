@@ -134,6 +134,11 @@ def build_parser() -> argparse.ArgumentParser:
     versions.add_argument(
         "--outputs", type=Path, default=Path(DEFAULT_OUTPUTS), help=f"store folder [{DEFAULT_OUTPUTS}]"
     )
+    bootstrap = commands.add_parser("bootstrap", help="the bootstrap loop unattended: a few images (or one, cut "
+                                    "into crops) grown round by round into a character LoRA")  # fmt: skip
+    from lib_lora_train.standalone.bootstrap_cli import add_arguments as add_bootstrap_arguments
+
+    add_bootstrap_arguments(bootstrap)
     ui = commands.add_parser("ui", help="the four tabs in a standalone web app (no WebUI needed)")
     from lib_lora_train.standalone.app import add_arguments
 
@@ -147,7 +152,7 @@ def settings_from_args(args: argparse.Namespace, base: dict[str, Any] | None = N
     Raises SettingsError on bad values.
     """
     data: dict[str, Any] = dict(base or {})
-    if args.settings is not None:
+    if getattr(args, "settings", None) is not None:
         try:
             data.update(json.loads(Path(args.settings).read_text(encoding="utf-8")))
         except (OSError, json.JSONDecodeError) as exc:
@@ -390,6 +395,10 @@ def main(argv: list[str] | None = None) -> int:
         return run_train(args)
     if args.command == "versions":
         return run_versions(args)
+    if args.command == "bootstrap":
+        from lib_lora_train.standalone.bootstrap_cli import main as run_bootstrap
+
+        return run_bootstrap(args)
     if args.command == "ui":
         from lib_lora_train.standalone.app import main as serve_ui
 

@@ -53,7 +53,7 @@ def test_the_view_matrix_is_every_view_times_the_same_seeds():
     prompts = view_matrix("alicechan", ["fox ears", "blonde hair"], ["from side", "from behind"], 2, seed=10)
     assert [(p.view, p.seed) for p in prompts] == [("from side", 10), ("from side", 11), ("from behind", 10),
                                                    ("from behind", 11)]  # fmt: skip
-    assert prompts[0].prompt == "alicechan, 1girl, solo, fox ears, blonde hair, from side"
+    assert prompts[0].prompt == "alicechan, from side, 1girl, solo, fox ears, blonde hair"  # the view before the traits
     assert prompts[0].with_lora("alice-v1-000004", 0.8) == prompts[0].prompt + " <lora:alice-v1-000004:0.8>"
     assert parse_views("from side, from_behind\n\nFrom Side\nclose-up") == ["from side", "from behind", "close-up"]
     assert base_prompt("a", ["solo", "x"]) == "a, 1girl, solo, x"  # each tag once

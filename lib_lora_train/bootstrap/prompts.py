@@ -68,8 +68,10 @@ def view_matrix(activation_tag: str, traits: Sequence[str], views: Sequence[str]
         raise ValueError("seeds per view must be 1 or more")
     if not views:
         raise ValueError("the view list is empty: give one view per line (from side, from behind, …)")
-    base = base_prompt(activation_tag, traits, extra)
-    return [CandidatePrompt(view, seed + i, f"{base}, {view}") for view in views for i in range(seeds_per_view)]
+    # the view right after the activation tag: at the end a long trait list would push it past CLIP's 75 tokens
+    head, _, rest = base_prompt(activation_tag, traits, extra).partition(", ")
+    return [CandidatePrompt(view, seed + i, f"{head}, {view}, {rest}" if rest else f"{head}, {view}")
+            for view in views for i in range(seeds_per_view)]  # fmt: skip
 
 
 def view_shown(view: str, present: set[str]) -> bool | None:

@@ -116,6 +116,7 @@ def grow(parent: VersionPaths, child: VersionPaths, round_files: RoundFiles, kep
     caption), all in one ``<repeats>_<folder_name>`` folder so that images x repeats land in the guides' band.
 
     Built beside the dataset and renamed into place, so an interrupted grow leaves no half dataset."""
+    child.update_info(bootstrap_parent=parent.version, bootstrap_round=round_files.number)  # found again on resume
     staging = child.path / ".dataset-grow"
     shutil.rmtree(staging, ignore_errors=True)
     target = staging / f"{repeats}_{folder_name}"
