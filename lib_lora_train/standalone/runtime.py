@@ -176,6 +176,11 @@ class StandaloneRuntime(UIRuntime):
                                       sampler=plan.sampler, scheduler=plan.scheduler)  # fmt: skip
         return None if image is None else RenderedCell(image, infotext)
 
+    def render_sample(self, request):
+        image, _ = self.render(request.prompt, request.negative_prompt, seed=request.seed, steps=request.steps,
+                               cfg_scale=request.cfg_scale, width=request.width, height=request.height)  # fmt: skip
+        return image
+
     def render(self, prompt: str, negative: str = "", *, seed: int, steps: int, cfg_scale: float, width: int,
                height: int, sampler: str = "Euler a", scheduler: str = "Automatic"):  # fmt: skip
         """(image, infotext) with the prompt's ``<lora:…>`` tags applied; (None, "") when interrupted."""

@@ -33,6 +33,7 @@ TABS = (
 
 API_MOUNTS = (
     ("lib_lora_train.ui.train.api", "mount_default_train_api"),
+    ("lib_lora_train.ui.train.bootstrap_api", "mount_bootstrap_api"),
     ("lib_lora_train.ui.tagger.api", "mount_tagger_api"),
     ("lib_lora_train.ui.tag_editor.api", "mount_tag_editor_api"),
     ("lib_lora_train.ui.compare.api", "mount_compare_api"),

@@ -11,10 +11,10 @@ import time
 import gradio as gr
 
 from lib_lora_train.settings import TrainSettings
+from lib_lora_train.train.plan import PRESETS, preset_settings
 from lib_lora_train.ui import options, services
 from lib_lora_train.ui.runtime import current
 from lib_lora_train.ui.train import actions as act
-from lib_lora_train.train.plan import PRESETS, preset_settings
 
 P = "lora_train_tools"
 POLL_S = 1.0
@@ -106,6 +106,9 @@ def build_train_tab() -> gr.Blocks:
         run_log = gr.Textbox(label="Run log", lines=6, max_lines=12, interactive=False, elem_id=f"{P}_log")
         checkpoints = gr.Dataframe(headers=["file", "epoch", "steps", "rank/alpha", "network", "use in txt2img"],
                                    interactive=False, label="Checkpoints", elem_id=f"{P}_checkpoints")  # fmt: skip
+        from lib_lora_train.ui.train.bootstrap_panel import build_bootstrap_panel
+
+        build_bootstrap_panel(project)
 
         def refresh_lists(current):
             return gr.update(choices=_projects()), gr.update(choices=_versions(current))
