@@ -103,10 +103,10 @@ def test_decoding_overlaps_inference(monkeypatch, tmp_path):
     second_batch_started = threading.Event()
     original = inference.preprocess_file
 
-    def spying_preprocess(path, size, out, min_side=None):
+    def spying_preprocess(path, size, out, min_side=None, layout=None):
         if path.stem.startswith("b1"):
             second_batch_started.set()
-        original(path, size, out, min_side)
+        return original(path, size, out, min_side, layout)
 
     class WaitsForOverlap:
         input_size, fixed_batch, on_gpu = 32, None, False
@@ -139,10 +139,13 @@ def test_stopping_early_leaves_no_threads_running(models, image_files):
 
 
 def test_in_memory_images(models):
-    probs = predict_images(models["dynamic"], [Image.new("RGB", (10, 20), (0, 0, 255))])
+    probs = predict_images(models["dynamic"], [Image.new("RGB", (16, 32), (0, 0, 255))])
     assert probs.shape == (1, 16)
     # half of the padded square is white: mean B=1, G=R=0.5
     np.testing.assert_allclose(probs[0], expected_probs((1.0, 0.5, 0.5)), atol=1e-3)
+    # smaller than the model (32 px): padded with white up to 32x32, so 200 of 1024 pixels are blue
+    small = predict_images(models["dynamic"], [Image.new("RGB", (10, 20), (0, 0, 255))])
+    np.testing.assert_allclose(small[0], expected_probs((1.0, 824 / 1024, 824 / 1024)), atol=1e-3)
 
 
 def test_mismatched_tag_list_is_refused_with_a_fix(tmp_path):

@@ -23,10 +23,16 @@ def test_known_models_cover_the_wd14_family_with_card_thresholds():
     names = {m.name: m for m in KNOWN_MODELS}
     for name in ("wd-v1-4-vit-tagger", "wd-v1-4-convnext-tagger", "wd-v1-4-moat-tagger-v2", "wd-eva02-large-tagger-v3"):
         assert name in names
-    assert len(names) == 12
+    assert names["wd-vit-large-tagger-v3"].repo_id == "SmilingWolf/wd-vit-large-tagger-v3"
+    assert len(names) == 18  # 12 WD14 + the 4 v2 models pinned at v2.0 + 2 ML-Danbooru
     assert names["wd-v1-4-vit-tagger-v2"].general_threshold == pytest.approx(0.3537)
     assert names["wd-swinv2-tagger-v3"].general_threshold == pytest.approx(0.2653)  # v3 cards: macro-F1 P=R
-    assert all(m.character_threshold == 0.85 and m.repo_id.startswith("SmilingWolf/") for m in KNOWN_MODELS)
+    wd14 = [m for m in KNOWN_MODELS if m.family == "wd14"]
+    assert len(wd14) == 16 and all(m.character_threshold == 0.85 and m.repo_id.startswith("SmilingWolf/") for m in wd14)
+    mld = [m for m in KNOWN_MODELS if m.family == "mld"]
+    assert {m.repo_id for m in mld} == {"deepghs/ml-danbooru-onnx"} and all(m.general_threshold == 0.7 for m in mld)
+    aliases = [a for m in KNOWN_MODELS for a in m.aliases]
+    assert len(aliases) == len(set(aliases)) and not set(aliases) & set(names)  # every name means one model
 
 
 def test_dropped_in_folders_are_listed_by_name(tmp_path, tiny):

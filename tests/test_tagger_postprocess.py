@@ -104,7 +104,13 @@ def test_raw_confidences_have_the_api_shape():
     ratings, tags = raw_confidences(WHITE, TABLE, 0.5)
     assert set(ratings) == {"general", "sensitive", "questionable", "explicit"}
     assert all(v > 0.5 for v in tags.values()) and "long_hair" in tags and "mid_tag" not in tags
-    assert list(tags.values()) == sorted(tags.values(), reverse=True)
+    # the model's tag-list order by default (the WD14 tagger extension's), most confident first on request
+    assert list(tags) == [name for name in TABLE.names if name in tags]
+    assert list(tags) != sorted(tags, key=tags.get, reverse=True)  # the two orders differ for this image
+    _, by_confidence = raw_confidences(WHITE, TABLE, 0.5, "confidence")
+    assert list(by_confidence.values()) == sorted(tags.values(), reverse=True) and by_confidence == tags
+    with pytest.raises(TagOptionsError, match="tag_order"):
+        raw_confidences(WHITE, TABLE, 0.5, "alphabet")
 
 
 @pytest.mark.parametrize("face", ["^_^", ">_<", "o_o", "0_0", "(o)_(o)", "=_="])

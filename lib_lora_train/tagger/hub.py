@@ -1,4 +1,5 @@
-"""Download a known model from the Hugging Face hub into ``<models_dir>/<name>/`` with progress.
+"""Download a known model (WD14 or ML-Danbooru) from the Hugging Face hub into ``<models_dir>/<name>/`` with
+progress.
 
 Files land as plain files (``local_dir``), so the folder is also what a user would copy by hand and what
 ``models.discover_local`` finds on the next start, with or without a network.
@@ -11,7 +12,7 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from lib_lora_train.tagger.models import MODEL_FILE, TAGS_FILE, ModelSpec, is_model_folder
+from lib_lora_train.tagger.models import ModelSpec, is_model_folder
 
 # progress(fraction 0..1, text)
 DownloadProgress = Callable[[float, str], None]
@@ -24,19 +25,19 @@ class DownloadError(RuntimeError):
 def download_model(
     spec: ModelSpec, models_dir: str | os.PathLike, progress: DownloadProgress | None = None, *, poll_s: float = 0.5
 ) -> Path:
-    """Fetch ``model.onnx`` and ``selected_tags.csv`` of ``spec`` into ``models_dir/spec.name``; returns that folder.
+    """Fetch the model file and tag list of ``spec`` into ``models_dir/spec.name``; returns that folder.
 
     Already-complete folders are returned at once, without touching the network.
     """
     target = Path(models_dir) / spec.name
-    if is_model_folder(target):
+    if is_model_folder(target, spec):
         return target
     try:
         from huggingface_hub import get_hf_file_metadata, hf_hub_download, hf_hub_url
     except ImportError:  # pragma: no cover - huggingface_hub ships with the WebUI
         raise DownloadError(_manual_hint(spec, target, "huggingface_hub is not installed")) from None
     target.mkdir(parents=True, exist_ok=True)
-    files = (TAGS_FILE, MODEL_FILE)  # the small file first: a wrong repo id fails fast
+    files = (spec.tags_file, spec.model_file)  # the small file first: a wrong repo id fails fast
     for index, filename in enumerate(files):
         label = f"downloading {spec.repo_id}/{filename} ({index + 1}/{len(files)})"
         total = 0
@@ -59,9 +60,10 @@ def download_model(
 
 
 def _manual_hint(spec: ModelSpec, target: Path, reason: str) -> str:
+    page = f"https://huggingface.co/{spec.repo_id}" + (f"/tree/{spec.revision}" if spec.revision else "")
     return (
-        f"could not download {spec.repo_id} ({reason}). Without a network, download {MODEL_FILE} and {TAGS_FILE} "
-        f"from https://huggingface.co/{spec.repo_id} and put them into {target}"
+        f"could not download {spec.repo_id} ({reason}). Without a network, download {spec.model_file} and "
+        f"{spec.tags_file} from {page} and put them into {target}"
     )
 
 

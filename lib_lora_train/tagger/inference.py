@@ -4,6 +4,9 @@ Three stages run at once: a pool of decode threads opens images and writes their
 the slot of the batch they belong to; one inference thread runs the batches in order; the caller's thread handles
 the results of batch *k* (thresholds, caption files) while batch *k+1* is in the model and later batches decode.
 Pillow's decoders and resamplers and onnxruntime all release the GIL, so threads are enough.
+
+A model whose images keep their own shape (ML-Danbooru with its aspect ratio kept) cannot stack them into one
+tensor: its decode threads hand back one array per image and the inference thread runs them one by one.
 """
 
 from __future__ import annotations
@@ -20,11 +23,13 @@ import numpy as np
 from PIL import Image
 
 from lib_lora_train.images import ImageLoadError, load_rgb
-from lib_lora_train.tagger.preprocess import preprocess
+from lib_lora_train.tagger.models import WD14
+from lib_lora_train.tagger.preprocess import InputLayout, preprocess
 
 
 class BatchModel(Protocol):
-    """What the pipeline needs from a model (``runtime.LoadedTagger`` implements it)."""
+    """What the pipeline needs from a model (``runtime.LoadedTagger`` implements it; its ``layout`` says how to
+    prepare images, and a model without one takes WD14's at ``input_size``)."""
 
     input_size: int
     fixed_batch: int | None
@@ -33,6 +38,11 @@ class BatchModel(Protocol):
     def on_gpu(self) -> bool: ...
 
     def run(self, batch: np.ndarray) -> np.ndarray: ...
+
+
+def layout_of(model: BatchModel) -> InputLayout:
+    """The model's input layout; WD14 at its ``input_size`` for models that name none (test doubles)."""
+    return getattr(model, "layout", None) or InputLayout(WD14, model.input_size)
 
 
 @dataclass
@@ -65,10 +75,14 @@ def auto_workers(model: BatchModel) -> int:
 
 def predict_images(model: BatchModel, images: Sequence[Image.Image]) -> np.ndarray:
     """Probabilities for images already in memory (single-image tab, API), as one batch."""
-    size = model.input_size
-    batch = np.empty((len(images), size, size, 3), dtype=np.float32)
+    layout = layout_of(model)
+    if not layout.stackable:
+        if not images:
+            return np.empty((0, 0), dtype=np.float32)
+        return np.stack([model.run(layout.prepare(image)[None])[0] for image in images])
+    batch = np.empty((len(images), *layout.sample_shape), dtype=np.float32)
     for slot, image in enumerate(images):
-        preprocess(image, size, out=batch[slot])
+        layout.prepare(image, out=batch[slot])
     return model.run(batch)
 
 
@@ -86,11 +100,14 @@ def predict_paths(
     ``batch_size`` / ``workers`` of 0 pick values for the model and device. Closing the generator early (a stop
     request) cancels decoding that has not started and waits for the batch in the model to finish.
     ``fast_jpeg``: decode JPEGs at a reduced scale that keeps them at least twice the model's input size (see
-    ``preprocess_file``).
+    ``preprocess_file``); WD14 models only.
     """
     paths = [Path(p) for p in paths]
+    layout = layout_of(model)
     size = model.input_size
-    min_side = FAST_JPEG_MARGIN * size if fast_jpeg else None
+    # the margin is about the longer side, which is what WD14's padded square keeps; ML-Danbooru scales the short
+    # side (or stretches), so a reduced decode could starve it: those decode every pixel
+    min_side = FAST_JPEG_MARGIN * size if fast_jpeg and layout.family == WD14 else None
     per_batch = batch_size if batch_size > 0 else auto_batch_size(model)
     chunks = [paths[i : i + per_batch] for i in range(0, len(paths), per_batch)]
     decode_pool = ThreadPoolExecutor(workers or auto_workers(model), thread_name_prefix="tagger-decode")
@@ -98,9 +115,14 @@ def predict_paths(
 
     def submit(number: int) -> Future:
         chunk = chunks[number]
-        buffer = np.empty((len(chunk), size, size, 3), dtype=np.float32)
+        if layout.stackable:
+            buffer = np.empty((len(chunk), *layout.sample_shape), dtype=np.float32)
+            slots = list(buffer)
+        else:  # one array per image, made by its decode thread
+            buffer, slots = [None] * len(chunk), [None] * len(chunk)
         decodes = [
-            decode_pool.submit(preprocess_file, path, size, buffer[slot], min_side) for slot, path in enumerate(chunk)
+            decode_pool.submit(preprocess_file, path, size, slots[slot], min_side, layout)
+            for slot, path in enumerate(chunk)
         ]
         return infer_pool.submit(_run_batch, model, number * per_batch, chunk, buffer, decodes)
 
@@ -130,28 +152,45 @@ def predict_paths(
 FAST_JPEG_MARGIN = 2
 
 
-def preprocess_file(path: Path, size: int, out: np.ndarray, min_side: int | None = None) -> None:
-    """Decode ``path`` and write the model's input for it into ``out`` (one slot of a batch).
+def preprocess_file(
+    path: Path,
+    size: int,
+    out: np.ndarray | None,
+    min_side: int | None = None,
+    layout: InputLayout | None = None,
+) -> np.ndarray:
+    """Decode ``path`` and return the model's input for it, written into ``out`` (one slot of a batch) when given.
 
-    ``min_side``: see ``images.load_rgb``; None decodes every pixel.
+    ``min_side``: see ``images.load_rgb``; None decodes every pixel. ``layout``: WD14 at ``size`` when None.
     """
-    preprocess(load_rgb(path, min_side=min_side), size, out=out)
+    image = load_rgb(path, min_side=min_side)
+    if layout is None:
+        return preprocess(image, size, out=out)
+    return layout.prepare(image, out=out)
 
 
 def _run_batch(
-    model: BatchModel, first_index: int, chunk: list[Path], buffer: np.ndarray, decodes: list[Future]
+    model: BatchModel, first_index: int, chunk: list[Path], buffer: np.ndarray | list, decodes: list[Future]
 ) -> list[Prediction]:
     errors: dict[int, str] = {}
+    stacked = isinstance(buffer, np.ndarray)
     for slot, future in enumerate(decodes):
         try:
-            future.result()
+            prepared = future.result()
+            if not stacked:
+                buffer[slot] = prepared
         except ImageLoadError as exc:
             errors[slot] = str(exc)
         except Exception as exc:  # a decoder bug on one odd file must not end the whole folder
             errors[slot] = f"{chunk[slot]}: could not be prepared ({type(exc).__name__}: {exc}); skipped"
-        if slot in errors:
+        if slot in errors and stacked:
             buffer[slot] = 255.0  # a defined value instead of uninitialised memory; its output is discarded
-    probs = model.run(buffer) if len(errors) < len(chunk) else None
+    probs = None
+    if len(errors) < len(chunk):
+        if stacked:
+            probs = model.run(buffer)
+        else:
+            probs = [None if slot in errors else model.run(x[None])[0] for slot, x in enumerate(buffer)]
     return [
         Prediction(
             first_index + slot,

@@ -153,10 +153,23 @@ def select_tags(probs: np.ndarray, table: TagTable, options: TagOptions) -> TagR
     return TagResult(tags, confidences, ratings)
 
 
-def raw_confidences(probs: np.ndarray, table: TagTable, threshold: float) -> tuple[dict[str, float], dict[str, float]]:
-    """(ratings, tags above ``threshold``) with the model's own tag names: the shape the tagger API returns."""
+TagOrder = Literal["model", "confidence"]
+TAG_ORDERS = ("model", "confidence")
+
+
+def raw_confidences(
+    probs: np.ndarray, table: TagTable, threshold: float, order: TagOrder = "model"
+) -> tuple[dict[str, float], dict[str, float]]:
+    """(ratings, tags above ``threshold``) with the model's own tag names: the shape the tagger API returns.
+
+    ``order`` "model": the tags in the order of the model's tag list (what the WD14 tagger extension answers);
+    "confidence": most confident first.
+    """
+    if order not in TAG_ORDERS:
+        raise TagOptionsError("tag_order", f"{order!r} is not one of: {', '.join(TAG_ORDERS)}")
     probs = np.asarray(probs, dtype=np.float64)
     ratings = {table.names[i]: float(probs[i]) for i in np.flatnonzero(table.rating_mask)}
-    above = np.flatnonzero(~table.rating_mask & (probs > threshold))
-    ordered = sorted(above, key=lambda i: -probs[i])
-    return ratings, {table.names[i]: float(probs[i]) for i in ordered}
+    above = [int(i) for i in np.flatnonzero(~table.rating_mask & (probs > threshold))]
+    if order == "confidence":
+        above.sort(key=lambda i: -probs[i])
+    return ratings, {table.names[i]: float(probs[i]) for i in above}

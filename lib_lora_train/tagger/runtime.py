@@ -15,7 +15,17 @@ from pathlib import Path
 
 import numpy as np
 
-from lib_lora_train.tagger.models import MODEL_FILE, TAGS_FILE
+from lib_lora_train.tagger.models import (
+    MLD,
+    MLD_INPUT_SIDE,
+    MLD_TAGS_FILE,
+    MODEL_FILE,
+    TAGS_FILE,
+    WD14,
+    ModelSpec,
+    locate_files,
+)
+from lib_lora_train.tagger.preprocess import InputLayout
 from lib_lora_train.tagger.tag_table import TagTable, load_tag_table
 
 CUDA = "CUDAExecutionProvider"
@@ -59,23 +69,51 @@ def gpu_problem(available: list[str], used: list[str], want_gpu: bool, packages:
 
 @dataclass(frozen=True)
 class ModelInput:
-    size: int  # square side in pixels
+    layout: InputLayout
     fixed_batch: int | None  # None when the batch axis is dynamic
 
+    @property
+    def size(self) -> int:
+        return self.layout.size
 
-def read_input_contract(session, source: Path) -> ModelInput:
-    """Check that the graph takes NHWC [batch, S, S, 3] and say what S and the batch axis are."""
+
+def read_input_contract(session, source: Path, family: str = WD14, side: int | None = None) -> ModelInput:
+    """Check the graph's input and say how to feed it.
+
+    WD14: NHWC [batch, S, S, 3] with a fixed S. ML-Danbooru: NCHW [batch, 3, H, W]; a free H and W take images
+    with their aspect ratio kept (short side ``side``), a fixed square takes squares of that size.
+    """
     inputs = session.get_inputs()
     if len(inputs) != 1 or len(inputs[0].shape) != 4:
-        raise TaggerLoadError(f"{source}: expected one input shaped [batch, size, size, 3]; not a WD14 tagger")
-    batch, height, width, channels = inputs[0].shape
+        kind = "[batch, 3, height, width]" if family == MLD else "[batch, size, size, 3]"
+        raise TaggerLoadError(f"{source}: expected one input shaped {kind}; not a {_FAMILY_NAMES[family]} tagger")
+    shape = inputs[0].shape
+    batch = shape[0]
+    fixed = batch if isinstance(batch, int) and batch > 0 else None
+    if family == MLD:
+        channels, height, width = shape[1:]
+        if channels != 3:
+            raise TaggerLoadError(
+                f"{source}: input shape {shape} is not [batch, 3, height, width]; not an ML-Danbooru tagger"
+            )
+        if isinstance(height, int) and isinstance(width, int):
+            if height != width:
+                raise TaggerLoadError(
+                    f"{source}: input shape {shape} has a fixed size that is not square; only ML-Danbooru graphs "
+                    "with a free height and width or a fixed square input are supported"
+                )
+            return ModelInput(InputLayout(MLD, height), fixed)
+        return ModelInput(InputLayout(MLD, side or MLD_INPUT_SIDE, keep_ratio=True), fixed)
+    height, width, channels = shape[1:]
     if channels != 3 or not isinstance(height, int) or height != width:
         raise TaggerLoadError(
-            f"{source}: input shape {inputs[0].shape} is not [batch, size, size, 3] with a fixed square size; "
-            "only NHWC WD14-style taggers are supported"
+            f"{source}: input shape {shape} is not [batch, size, size, 3] with a fixed square size; "
+            "only NHWC WD14-style taggers (and ML-Danbooru with classes.json) are supported"
         )
-    fixed = batch if isinstance(batch, int) and batch > 0 else None
-    return ModelInput(size=height, fixed_batch=fixed)
+    return ModelInput(InputLayout(WD14, height), fixed)
+
+
+_FAMILY_NAMES = {WD14: "WD14", MLD: "ML-Danbooru"}
 
 
 def _new_session(ort, model_path: Path, providers: list[str]):
@@ -88,17 +126,18 @@ def _new_session(ort, model_path: Path, providers: list[str]):
 
 
 class LoadedTagger:
-    """One model in memory: its session, input contract and tag table. ``run`` accepts any batch length."""
+    """One model in memory: its session, input layout and tag table. ``run`` accepts any batch length."""
 
-    def __init__(self, name: str, folder: str | os.PathLike, *, use_gpu: bool = True):
+    def __init__(self, name: str, folder: str | os.PathLike, *, use_gpu: bool = True, spec: ModelSpec | None = None):
         import onnxruntime as ort
 
         self.name = name
         self.folder = Path(folder)
-        model_path, tags_path = self.folder / MODEL_FILE, self.folder / TAGS_FILE
-        for path in (model_path, tags_path):
-            if not path.is_file():
-                raise TaggerLoadError(f"{path} is missing; a tagger folder needs {MODEL_FILE} and {TAGS_FILE}")
+        files = locate_files(self.folder, spec)
+        if files is None:
+            raise TaggerLoadError(_missing_files(self.folder, spec))
+        model_path, tags_path = files.model, files.tags
+        self.family = files.family
         self.tags: TagTable = load_tag_table(tags_path)
         available = ort.get_available_providers()
         wanted = [CUDA, CPU] if use_gpu and CUDA in available else [CPU]
@@ -111,7 +150,8 @@ class LoadedTagger:
         self.session = session
         self.providers = list(session.get_providers())
         self.warning = gpu_problem(available, self.providers, use_gpu, installed_onnxruntime_packages())
-        contract = read_input_contract(session, model_path)
+        contract = read_input_contract(session, model_path, self.family, spec.input_side if spec else None)
+        self.layout = contract.layout
         self.input_size, self.fixed_batch = contract.size, contract.fixed_batch
         self.input_name = session.get_inputs()[0].name
         self.output_name = session.get_outputs()[0].name
@@ -127,21 +167,26 @@ class LoadedTagger:
         return CUDA in self.providers
 
     def run(self, batch: np.ndarray) -> np.ndarray:
-        """(N, S, S, 3) float32 -> (N, tags) probabilities; fixed-batch graphs get chunks, the last one padded."""
+        """(N, ...) float32 -> (N, tags) probabilities; fixed-batch graphs get chunks, the last one padded."""
         session = self.session
         if session is None:
             raise TaggerLoadError(f"the model {self.name} was unloaded while in use; start the job again")
         if self.fixed_batch is None:
-            return session.run([self.output_name], {self.input_name: batch})[0]
-        size = self.fixed_batch
-        outputs = []
-        for start in range(0, len(batch), size):
-            chunk = batch[start : start + size]
-            if len(chunk) < size:
-                pad = np.zeros((size - len(chunk), *chunk.shape[1:]), dtype=chunk.dtype)
-                chunk = np.concatenate([chunk, pad])
-            outputs.append(session.run([self.output_name], {self.input_name: chunk})[0])
-        return np.concatenate(outputs)[: len(batch)]
+            outputs = session.run([self.output_name], {self.input_name: batch})[0]
+        else:
+            size = self.fixed_batch
+            parts = []
+            for start in range(0, len(batch), size):
+                chunk = batch[start : start + size]
+                if len(chunk) < size:
+                    pad = np.zeros((size - len(chunk), *chunk.shape[1:]), dtype=chunk.dtype)
+                    chunk = np.concatenate([chunk, pad])
+                parts.append(session.run([self.output_name], {self.input_name: chunk})[0])
+            outputs = np.concatenate(parts)[: len(batch)]
+        if self.family == MLD:  # ML-Danbooru graphs end at the logits
+            with np.errstate(over="ignore"):  # exp(-logit) overflows to inf for very negative logits: 1/inf = 0
+                outputs = 1.0 / (1.0 + np.exp(-outputs))
+        return outputs
 
     def close(self) -> None:
         """Drop the session so that onnxruntime frees its memory (GPU memory included)."""
@@ -156,12 +201,12 @@ class ModelManager:
         self._loaded: dict[str, LoadedTagger] = {}
         self._lock = threading.Lock()
 
-    def get(self, name: str, folder: str | os.PathLike) -> LoadedTagger:
+    def get(self, name: str, folder: str | os.PathLike, spec: ModelSpec | None = None) -> LoadedTagger:
         """The loaded model ``name`` from ``folder``, loading it on first use."""
         with self._lock:
             tagger = self._loaded.get(name)
             if tagger is None or tagger.session is None or tagger.folder != Path(folder):
-                tagger = LoadedTagger(name, folder, use_gpu=self.use_gpu)
+                tagger = LoadedTagger(name, folder, use_gpu=self.use_gpu, spec=spec)
                 self._loaded[name] = tagger
             return tagger
 
@@ -180,3 +225,11 @@ class ModelManager:
 
         gc.collect()
         return count
+
+
+def _missing_files(folder: Path, spec: ModelSpec | None) -> str:
+    if spec is not None:
+        wanted = f"{spec.model_file} and {spec.tags_file}"
+    else:
+        wanted = f"{MODEL_FILE} and {TAGS_FILE} (WD14), or one .onnx file and {MLD_TAGS_FILE} (ML-Danbooru)"
+    return f"{folder} does not hold a usable model; a tagger folder needs {wanted}"

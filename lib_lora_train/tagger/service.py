@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
@@ -17,7 +18,7 @@ from lib_lora_train.tagger.folder_job import FolderJobRequest, FolderSummary, Pr
 from lib_lora_train.tagger.hub import DownloadProgress, download_model
 from lib_lora_train.tagger.inference import predict_images
 from lib_lora_train.tagger.models import DEFAULT_MODEL, ModelEntry, ModelNotFoundError, find_model, list_models
-from lib_lora_train.tagger.postprocess import TagOptions, TagResult, raw_confidences, select_tags
+from lib_lora_train.tagger.postprocess import TagOptions, TagOrder, TagResult, raw_confidences, select_tags
 from lib_lora_train.tagger.runtime import LoadedTagger, ModelManager
 
 
@@ -57,11 +58,23 @@ class TaggerService:
 
     def model_names(self) -> list[str]:
         """Every model that can be chosen: known ones (downloaded on first use) and the user's own folders."""
-        config = self.config
-        return [e.name for e in list_models(config.models_dir) if e.is_local or config.allow_download]
+        return [e.name for e in self.usable_entries()]
 
-    def entry(self, name: str) -> ModelEntry:
-        return find_model(name or self.config.default_model, self.config.models_dir)
+    def usable_entries(self) -> list[ModelEntry]:
+        """The entries ``load`` can serve now: on disk, or known and downloads allowed."""
+        return [e for e in list_models(self.config.models_dir) if self.is_usable(e)]
+
+    def is_usable(self, entry: ModelEntry) -> bool:
+        return entry.is_local or (self.config.allow_download and entry.spec is not None)
+
+    def api_model_names(self) -> list[str]:
+        """What the HTTP API lists: every usable model under our name, then the names other tagger extensions
+        gave it (each of them is accepted too)."""
+        return list(dict.fromkeys(name for entry in self.usable_entries() for name in entry.names))
+
+    def entry(self, name: str, *, use_default: bool = True) -> ModelEntry:
+        """The model ``name`` (any of its names); an empty name is the default model unless ``use_default`` is off."""
+        return find_model(name or (self.config.default_model if use_default else ""), self.config.models_dir)
 
     def load(self, name: str, progress: DownloadProgress | None = None) -> LoadedTagger:
         """The model ``name`` in memory, downloading it first when it is known but not on disk yet."""
@@ -70,12 +83,13 @@ class TaggerService:
         folder = entry.folder
         if folder is None:
             if not config.allow_download or entry.spec is None:
+                files = f"{entry.spec.model_file} and {entry.spec.tags_file}" if entry.spec else "its files"
                 raise ModelNotFoundError(
-                    f"{entry.name} is not in {config.models_dir} and downloads are off; put its model.onnx and "
-                    "selected_tags.csv there, or allow downloads in the settings"
+                    f"{entry.name} is not in {config.models_dir} and downloads are off; put {files} into "
+                    f"{Path(config.models_dir) / entry.name}, or allow downloads in the settings"
                 )
             folder = self._downloader(entry.spec, config.models_dir, progress)
-        return self._manager().get(entry.name, folder)
+        return self._manager().get(entry.name, folder, entry.spec)
 
     def default_options(self, name: str, **overrides) -> TagOptions:
         """Options with the model's recommended thresholds, then ``overrides``."""
@@ -94,11 +108,12 @@ class TaggerService:
         return select_tags(probs, tagger.tags, options)
 
     def interrogate_raw(
-        self, name: str, image: Image.Image, threshold: float
+        self, name: str, image: Image.Image, threshold: float, order: TagOrder = "model"
     ) -> tuple[dict[str, float], dict[str, float]]:
-        """(ratings, tags above ``threshold``) with the model's own tag names, as the tagger API returns them."""
+        """(ratings, tags above ``threshold``) with the model's own tag names, as the tagger API returns them;
+        ``order``: see ``postprocess.raw_confidences``."""
         tagger, probs = self.probabilities(name, image)
-        return raw_confidences(probs, tagger.tags, threshold)
+        return raw_confidences(probs, tagger.tags, threshold, order)
 
     def run_folder(
         self,
@@ -120,7 +135,7 @@ class TaggerService:
             return f"{name}: {exc}"
         where = "GPU (CUDA)" if tagger.on_gpu else "CPU"
         batch = f"fixed batch {tagger.fixed_batch}" if tagger.fixed_batch else "dynamic batch"
-        text = f"{tagger.name}: {tagger.input_size}px, {len(tagger.tags)} tags, {batch}, on {where}"
+        text = f"{tagger.name}: {tagger.layout.describe()}, {len(tagger.tags)} tags, {batch}, on {where}"
         return text + (f"\n{tagger.warning}" if tagger.warning else "")
 
     def loaded_names(self) -> list[str]:

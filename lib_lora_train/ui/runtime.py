@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 
     from lib_lora_train.compare.plan import CellJob, ComparePlan
     from lib_lora_train.compare.run import RenderedCell
+    from lib_lora_train.host import SampleRequest
 
 
 class NoModelError(ValueError):
@@ -172,6 +173,11 @@ class UIRuntime:
         """One image for an Epoch Compare cell with the host's sampler; None when interrupted."""
         raise NoModelError("this host cannot render images")
 
+    def render_sample(self, request: SampleRequest) -> Image.Image | None:
+        """One txt2img image for ``request`` (its prompt may hold ``<lora:NAME:W>``) by the host's sampler, under
+        the GPU lock; None when interrupted."""
+        raise NoModelError("this host cannot render images")
+
     def compose_grid(
         self, images: Sequence[Sequence[Image.Image | None]], row_labels: Sequence[str], col_labels: Sequence[str]
     ) -> Image.Image:
@@ -203,6 +209,19 @@ class UIRuntime:
 
     def bind_send_button(self, button: Any, tabname: str, text_component: Any, image_component: Any = None) -> None:
         """Make a button from ``send_buttons`` paste ``text_component`` (and an image) into ``tabname``."""
+
+    # --- the HTTP routes ------------------------------------------------------------------------------------
+
+    def decode_api_image(self, data: str) -> Image.Image:
+        """An image sent to a route as base64, a data:image URL or an http(s) URL, by the rules of the WebUI's own
+        decoder (the WebUI's runtime calls that decoder); raises ``tagger.image_input.ImageInputError``."""
+        from lib_lora_train.tagger.image_input import decode_image_input
+
+        return decode_image_input(data)
+
+    def other_tagger_apis(self) -> list[str]:
+        """Names of other installed extensions that serve the WD14 tagger's routes (``/tagger/v1/...``)."""
+        return []
 
 
 _current: UIRuntime | None = None

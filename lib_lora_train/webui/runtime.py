@@ -150,6 +150,15 @@ class WebUIRuntime(UIRuntime):
 
         return render_cell(plan, cell)
 
+    def render_sample(self, request):
+        from modules import call_queue, shared
+
+        from lib_lora_train.webui.render import render_txt2img
+
+        with call_queue.queue_lock:
+            image = render_txt2img(request)
+        return None if shared.state.interrupted else image
+
     def compose_grid(self, images, row_labels, col_labels):
         from lib_lora_train.webui.render import compose_with_webui
 
@@ -189,6 +198,23 @@ class WebUIRuntime(UIRuntime):
             paste.ParamBinding(paste_button=button, tabname=tabname, source_text_component=text_component,
                                source_image_component=image_component)
         )  # fmt: skip
+
+    # --- the HTTP routes
+
+    def decode_api_image(self, data: str):
+        """The WebUI's own decoder, under its options api_enable_requests, api_forbid_local_requests and
+        api_useragent; raises its HTTPException (status 500) as the WD14 tagger extension's routes do."""
+        from modules.api.api import decode_base64_to_image
+
+        return decode_base64_to_image(data)
+
+    def other_tagger_apis(self) -> list[str]:
+        from modules import extensions
+
+        from lib_lora_train.tagger.other_taggers import other_tagger_extensions
+
+        own = Path(__file__).resolve().parents[2]
+        return other_tagger_extensions(((e.name, e.path) for e in extensions.active()), own)
 
 
 def _networks_module():

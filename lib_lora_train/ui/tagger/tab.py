@@ -1,7 +1,8 @@
 """The Tagger tab (gradio 3.41, as in the WebUI v1.10.x). Only wiring: the logic is ``tagger.tab_actions``.
 
 The host comes in through the runtime: the GPU queue and progress/interrupt state around a folder job, the host's
-progress bar on the start button, and the "Send to txt2img/img2img" buttons where the host has those tabs.
+progress bar on the start button, the "Send to txt2img/img2img" buttons where the host has those tabs, and whether
+another installed extension serves the tagger's HTTP routes (then a note says whose answers API clients get).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from lib_lora_train.tagger.tab_actions import (
     unload_models,
 )
 from lib_lora_train.ui.runtime import current
+from lib_lora_train.ui.tagger.api import other_api_note
 from lib_lora_train.ui.tagger.settings import get_tagger_service, read_tagger_settings
 
 ID = "lora_train_tagger"
@@ -44,6 +46,9 @@ def build_tagger_tab() -> gr.Blocks:
             refresh = gr.Button("Refresh list", elem_id=f"{ID}_refresh")
             unload = gr.Button("Unload models", elem_id=f"{ID}_unload")
         status = gr.Textbox(label="Status", interactive=False, lines=1, elem_id=f"{ID}_status")
+        api_note = other_api_note(runtime.other_tagger_apis())
+        if api_note:
+            gr.Markdown(f"**Tagger HTTP API:** {api_note}", elem_id=f"{ID}_api_note")
         with gr.Row():
             with gr.Column():
                 with gr.Tabs():
