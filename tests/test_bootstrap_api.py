@@ -83,7 +83,7 @@ def _wait(client, project, phase=None, timeout=60):
 def _body(picture, **extra):
     return {"project": "alice", "images": str(picture), "crop": True, "activation_tag": "alicechan",
             "traits": ["fox ears"], "targets": [6, 8], "views": ["from side", "from behind"], "seeds_per_view": 2,
-            "resolution": 64, **extra}  # fmt: skip
+            "resolution": 64, "settings": {"min_bucket_side": 64, "max_bucket_side": 128}, **extra}  # fmt: skip
 
 
 def test_an_automatic_loop_runs_to_the_character_version(api):

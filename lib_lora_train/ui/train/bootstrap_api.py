@@ -36,7 +36,7 @@ class BootstrapStart(BaseModel):
     boxes: str = ""
     auto_select: bool = True
     seed: int = 42
-    resolution: int = 512
+    resolution: int = Field(0, description="0: the model's own (1024 for SDXL, else 512)")
     settings: dict = Field(default_factory=dict, description="training settings over the bootstrap preset")
     version: str = "v1"
 
@@ -67,7 +67,10 @@ def build_router(auth_dependency: Callable | None) -> APIRouter:
     @router.post("/start", dependencies=deps)
     def start(body: BootstrapStart) -> dict[str, Any]:
         try:
-            TrainSettings.from_dict({**TrainSettings().to_dict(), **body.settings})  # a bad setting: 422 first
+            # a bad setting: 422 before anything is created (checked at the loop's resolution, as it will train)
+            TrainSettings.from_dict(
+                {**TrainSettings().to_dict(), "resolution": body.resolution or 512, **body.settings}
+            )
             runner.start(StartRequest(**body.dict()))
         except (LoopError, CropError, SettingsError, StoreError, ValueError) as exc:
             raise _fail(exc) from None

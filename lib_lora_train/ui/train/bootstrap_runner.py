@@ -37,7 +37,7 @@ class StartRequest:
     boxes: str = ""  # one "left, top, right, bottom" per line; empty: quadrants
     auto_select: bool = True
     seed: int = 42
-    resolution: int = 512
+    resolution: int = 0  # 0: the model's own (1024 for SDXL, else 512)
     settings: dict = field(default_factory=dict)  # user settings over the bootstrap preset
     version: str = "v1"
 
@@ -64,13 +64,15 @@ class BootstrapRunner:
             if self.is_running() or services.jobs().is_running():
                 raise LoopError("a training job or a bootstrap loop is running; stop it or wait for it")
             store = services.store()
+            arch = current().model_arch() or "sd1"
+            request.resolution = request.resolution or (1024 if arch == "sdxl" else 512)
             images = _start_images(request)
             tag = _tagger()
             tags = tag([_open(p) for p in images]) if tag else [{} for _ in images]
             captions = [caption_for(request.activation_tag, t, "", request.traits) for t in tags]
             config = LoopConfig(request.activation_tag, request.traits, request.targets, request.views,
                                 request.seeds_per_view, request.seed, request.resolution,
-                                current().model_arch() or "sd1", request.auto_select, request.settings)  # fmt: skip
+                                arch, request.auto_select, request.settings)  # fmt: skip
             start(store, request.project, request.version, images, captions, config)
             self._launch(request.project)
 
