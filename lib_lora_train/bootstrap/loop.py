@@ -12,9 +12,8 @@ from __future__ import annotations
 import io
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
@@ -47,20 +46,8 @@ class LoopHooks:
     image_hash: Callable[[Image.Image], int] | None = None
 
 
-@dataclass
-class LoopConfig:
-    """Fixed for a whole loop (kept in each round's state)."""
-
-    activation_tag: str
-    traits: list[str]
-    targets: list[int]
-    views: list[str]
-    seeds_per_view: int = 2
-    seed: int = 42
-    resolution: int = 512
-    arch: str = "sd1"
-    auto_select: bool = True
-    base: dict[str, Any] = field(default_factory=dict)  # settings the user set beyond the preset
+# what ``start`` takes: the loop's settings, before any round (the phase and round fields keep their defaults)
+LoopConfig = LoopState
 
 
 class LoopError(ValueError):
@@ -95,11 +82,7 @@ def start(store: ProjectStore, project: str, version: str, images: Sequence[Path
         Image.open(image).convert("RGB").save(buffer, format="PNG")
         atomic_write_bytes(folder / f"{Path(image).stem}.png", buffer.getvalue())
         atomic_write_text(folder / f"{Path(image).stem}.txt", caption)
-    state = LoopState(config.activation_tag, list(config.traits), list(config.targets), list(config.views),
-                      config.seeds_per_view, config.seed)  # fmt: skip
-    state.notes.append(json.dumps({"resolution": config.resolution, "arch": config.arch, "auto": config.auto_select,
-                                   "base": config.base}))  # fmt: skip
-    write_state(paths, state)
+    write_state(paths, LoopState(**{**config.__dict__, "round": 1, "phase": "train"}))
     _point(store, project, version)
     return paths
 
@@ -108,25 +91,13 @@ def _folder_name(activation: str) -> str:
     return "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in activation) or "subject"
 
 
-def _config_of(state: LoopState) -> dict:
-    for note in state.notes:
-        try:
-            data = json.loads(note)
-        except ValueError:
-            continue
-        if isinstance(data, dict) and "resolution" in data:
-            return data
-    return {"resolution": 512, "arch": "sd1", "auto": True, "base": {}}
-
-
 def settings_for(state: LoopState, version: VersionPaths, *, final: bool) -> TrainSettings:
     """The bootstrap preset for a round (the character preset for the final version), at the loop's resolution,
     with the user's own settings on top; repeats come from the dataset folder's name."""
-    config = _config_of(state)
-    settings = preset_settings("character" if final else "bootstrap", arch=config.get("arch", "sd1"))
-    settings = settings.replace(resolution=int(config.get("resolution", settings.resolution)), save_every=1,
+    settings = preset_settings("character" if final else "bootstrap", arch=state.arch)
+    settings = settings.replace(resolution=state.resolution or settings.resolution, save_every=1,
                                 seed=state.seed + state.round)  # fmt: skip
-    return settings.replace(**config.get("base", {}))  # what the user set wins over the preset
+    return settings.replace(**state.base)  # what the user set wins over the preset
 
 
 def round_prompts(state: LoopState):
@@ -243,7 +214,7 @@ class BootstrapLoop:
     def _select(self, version: VersionPaths, state: LoopState) -> bool:
         files = RoundFiles(version, state.round)
         if files.load_selection() is None:
-            if not _config_of(state).get("auto", True):
+            if not state.auto_select:
                 return False  # waits for the user's keep/reject (the tab or the API write selection.json)
             self.select_automatically(version, state)
         state.phase = "grow"

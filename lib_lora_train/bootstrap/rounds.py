@@ -28,7 +28,7 @@ PHASES = ("train", "generate", "score", "select", "grow", "done")
 
 @dataclass
 class LoopState:
-    """The loop's settings (chosen once at the start) and where it is."""
+    """The loop's settings (chosen once at the start, the same in every round's copy) and where it is."""
 
     activation_tag: str
     traits: list[str]
@@ -36,6 +36,10 @@ class LoopState:
     views: list[str]
     seeds_per_view: int = 2
     seed: int = 42
+    resolution: int = 512
+    arch: str = "sd1"
+    auto_select: bool = True
+    base: dict = field(default_factory=dict)  # training settings the user set beyond the preset
     weight: float | None = None  # None: the best cell of a comparison, else 0.8
     epoch: int | None = None  # None: the best cell of a comparison, else the last epoch
     round: int = 1

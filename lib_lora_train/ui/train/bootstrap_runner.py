@@ -127,7 +127,7 @@ class BootstrapRunner:
             if self._should_stop():
                 return None
             state = read_state(current_version(services.store(), self.project))
-            size = int(_config_value(state, "resolution", 512))
+            size = state.resolution if state is not None else 512
             current().refresh_lora_list()
             return current().render_sample(SampleRequest(prompt, seed=seed, steps=SAMPLE_STEPS, width=size,
                                                          height=size))  # fmt: skip
@@ -177,12 +177,6 @@ class BootstrapRunner:
         files.save_selection(list(kept), sorted(names - set(kept)), auto=False, target=target)
         if go_on:
             self.resume(project)
-
-
-def _config_value(state, key: str, default):
-    from lib_lora_train.bootstrap.loop import _config_of
-
-    return _config_of(state).get(key, default) if state is not None else default
 
 
 def _start_images(request: StartRequest) -> list[Path]:
