@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import json
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -135,11 +136,23 @@ class BootstrapLoop:
     def step(self) -> bool:
         """Run the current phase to its end; False when it could not finish (stopped, interrupted)."""
         version, state = self.version(), self.state()
-        phase = getattr(self, f"_{state.phase}")
-        done = phase(version, state)
+        name, started = state.phase, time.perf_counter()
+        self.model_seconds = 0.0
+        done = getattr(self, f"_{name}")(version, state)
         if done:
+            # seconds per phase, and how much of it the model took (training, rendering, tagging): the rest is the
+            # loop's own work (hashing, scoring, files), which must stay a small share of a round
+            state.timings.append({"round": state.round, "phase": name, "seconds": round(time.perf_counter() - started, 3),
+                                  "model_seconds": round(self.model_seconds, 3)})  # fmt: skip
             write_state(version, state)
         return done
+
+    def _timed(self, fn, *args):
+        started = time.perf_counter()
+        try:
+            return fn(*args)
+        finally:
+            self.model_seconds += time.perf_counter() - started
 
     # --- phases ----------------------------------------------------------------------------------------------
 
@@ -153,7 +166,7 @@ class BootstrapLoop:
             version.save_settings(settings)
             self.hooks.report(f"round {state.round}: training {version.version} on {dataset_size(version)} images"
                               + (" (final, character preset)" if final else ""))  # fmt: skip
-            if not self.hooks.train(version, settings):
+            if not self._timed(self.hooks.train, version, settings):
                 return False
         state.phase = "done" if final else "generate"
         return True
@@ -175,7 +188,7 @@ class BootstrapLoop:
             if self.hooks.should_stop():
                 return False
             text = prompt.with_lora(lora, weight)
-            image = self.hooks.render(text, prompt.seed)
+            image = self._timed(self.hooks.render, text, prompt.seed)
             if image is None:
                 return False
             info = PngInfo()
@@ -193,7 +206,7 @@ class BootstrapLoop:
         prompts = round_prompts(state)
         present = [p for p in prompts if files.candidate_file(p).is_file()]
         images = [Image.open(files.candidate_file(p)).convert("RGB") for p in present]
-        tags = self.hooks.tag(images) if self.hooks.tag is not None and images else [{} for _ in images]
+        tags = self._timed(self.hooks.tag, images) if self.hooks.tag is not None and images else [{} for _ in images]
         hash_of = self.hooks.image_hash or phash
         scores = []
         for prompt, image, confidences in zip(present, images, tags, strict=True):

@@ -46,6 +46,7 @@ class LoopState:
     phase: str = "train"
     updated: str = ""
     notes: list[str] = field(default_factory=list)
+    timings: list[dict] = field(default_factory=list)  # {round, phase, seconds, model_seconds} per finished phase
 
     def __post_init__(self) -> None:
         if self.phase not in PHASES:
