@@ -102,3 +102,26 @@ def test_a_queued_job_says_what_it_waits_for_on_which_device(tmp_path):
     assert "GPU" not in status.message
     gate.set()
     assert runner.wait(10)
+
+
+def test_a_fresh_run_moves_the_previous_runs_files_to_the_trash_and_unpublishes_them(tmp_path):
+    store = ProjectStore(tmp_path / "train_tools")
+    cleared = []
+    runner = JobRunner(make_host=FakeHost, store_factory=lambda: store, train_fn=fake_train(),
+                       before_clear=lambda version: cleared.append(version.version))  # fmt: skip
+    dataset = make_dataset(tmp_path / "data")
+    runner.start(TrainJob("alice", "v1", TrainSettings(), dataset))
+    assert runner.wait(10)
+    version = store.version("alice", "v1")
+    version.partial_file(3).write_bytes(b"partial")  # a stopped run's last steps
+    (version.checkpoints / "alice-v1-000007.safetensors").write_bytes(b"an epoch the new run will not reach")
+    runner.start(TrainJob("alice", "v1", TrainSettings(), None))
+    assert runner.wait(10)
+    assert cleared == ["v1"]  # published copies first
+    assert sorted(p.name for p in version.checkpoints.iterdir()) == ["alice-v1-000001.safetensors",
+                                                                     "alice-v1-000002.safetensors"]  # fmt: skip
+    trashed = list((store.root / ".trash" / "alice").iterdir())
+    assert len(trashed) == 1 and "alice-v1-000007.safetensors" in {p.name for p in trashed[0].iterdir()}
+    assert any("moved to" in line for line in runner.status().log)
+    runner.start(TrainJob("alice", "v1", TrainSettings(), None, resume=True))  # a resume keeps them
+    assert runner.wait(10) and cleared == ["v1"]

@@ -40,12 +40,13 @@ def test_start_applies_the_tables_repeats_to_the_snapshot_only(tmp_path):
     store = ProjectStore(tmp_path / "s")
     gate = threading.Event()
     runner = JobRunner(make_host=FakeHost, store_factory=lambda: store, train_fn=fake_train(gate))
-    message = act.start_job(runner, store, "alice", "v1", str(dataset), [["5_alice", 2, 20]], TrainSettings())
-    assert message.startswith("Training alice/v1")
+    started, message = act.start_job(runner, store, "alice", "v1", str(dataset), [["5_alice", 2, 20]],
+                                     TrainSettings())  # fmt: skip
+    assert started and message.startswith("Training alice/v1")
     assert (store.version("alice", "v1").dataset / "20_alice").is_dir()
     assert (dataset / "5_alice").is_dir()  # the user's own folder is not renamed
-    busy = act.start_job(runner, store, "alice", "v1", "", [], TrainSettings())
-    assert busy.startswith("Not started") and "training" in busy
+    started, busy = act.start_job(runner, store, "alice", "v1", "", [], TrainSettings())
+    assert not started and busy.startswith("Not started") and "training" in busy  # the tab keeps it on screen
     gate.set()
     runner.wait(10)
     assert "**done** alice/v1" in act.status_markdown(runner.status())

@@ -77,7 +77,7 @@ def jobs() -> JobRunner:
     with _runner_lock:
         if _runner is None:
             _runner = JobRunner(make_host=_make_host, store_factory=store, after_done=publish,
-                                waiting=lambda: current().queue_wait_message())  # fmt: skip
+                                waiting=lambda: current().queue_wait_message(), before_clear=unpublish_version)  # fmt: skip
         return _runner
 
 

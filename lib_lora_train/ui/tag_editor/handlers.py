@@ -167,6 +167,15 @@ def go_to_page(page):
     return view("", int(page or 1) - 1)
 
 
+def thumbnails_after_load(page):
+    """The follow-up of a load: the first page's thumbnails, leaving the load's own status line (its counts, its
+    problems, "not saved; tick Discard…") in place; the outputs are ``VIEW`` without the status."""
+    try:
+        return view("", int(page or 1) - 1)[:-1]
+    except (DatasetError, ValueError, OSError):
+        return tuple(gr.update() for _ in range(VIEW_SIZE - 1))
+
+
 @guarded(VIEW_SIZE)
 def step_page(page, delta: int):
     return view("", int(page or 1) - 1 + delta)

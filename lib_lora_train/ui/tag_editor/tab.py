@@ -114,7 +114,9 @@ def build_tag_editor_tab() -> gr.Blocks:
                     merge_target = gr.Textbox(label="into")
                     merge_button = gr.Button("Merge")
                 with gr.Row():
-                    regex_pattern = gr.Textbox(label="Regex")
+                    # not "Regex": the WebUI keys saved defaults (ui-config.json) by tab and label, and the filter's
+                    # "Regex" checkbox would give this box the text "False"
+                    regex_pattern = gr.Textbox(label="Regex pattern")
                     regex_repl = gr.Textbox(label="Replacement (\\1 for groups)")
                     regex_whole = gr.Checkbox(label="On the whole caption")
                     regex_button = gr.Button("Regex replace")
@@ -182,7 +184,7 @@ def build_tag_editor_tab() -> gr.Blocks:
 
         # counts and tags first, then the first page's thumbnails (made now, cached for next time)
         load_button.click(h.load, [folder, recursive, extension, discard], full).then(
-            h.go_to_page, [page], view_outputs
+            h.thumbnails_after_load, [page], view_outputs[:-1]
         )
         save_button.click(h.save, [backup, overwrite], view_outputs)
         filter_button.click(h.apply_filter, filter_inputs, view_outputs)

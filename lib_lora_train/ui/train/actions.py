@@ -18,8 +18,8 @@ from lib_lora_train.settings import (
     SettingsError,
     TrainSettings,
 )
-from lib_lora_train.ui.train.jobs import JobBusy, JobRunner, JobStatus, TrainJob
 from lib_lora_train.train.plan import FolderPlan, apply_repeats, plan_steps, split_repeat_folder
+from lib_lora_train.ui.train.jobs import JobBusy, JobRunner, JobStatus, TrainJob
 
 CHOICES = {
     "network": NETWORKS,
@@ -99,10 +99,10 @@ def repeats_by_folder(rows: list[list[Any]]) -> dict[str, int]:
 
 
 def start_job(runner: JobRunner, store, project: str, version: str, folder: str, rows, settings: TrainSettings,
-              *, task_id: str | None = None) -> str:  # fmt: skip
-    """Snapshot the dataset with the table's repeats and start training; returns a message for the status line."""
+              *, task_id: str | None = None) -> tuple[bool, str]:  # fmt: skip
+    """Snapshot the dataset with the table's repeats and start training; (started, a message for the status)."""
     if not project or not version:
-        return "Pick or create a project and a version first."
+        return False, "Pick or create a project and a version first."
     folder = (folder or "").strip()
     try:
         paths = store.version(project, version) if store.has_version(project, version) else None
@@ -115,8 +115,8 @@ def start_job(runner: JobRunner, store, project: str, version: str, folder: str,
             apply_repeats(paths.dataset, repeats)
         runner.start(TrainJob(project, version, settings, None), task_id=task_id)
     except (JobBusy, SettingsError, ValueError, OSError) as exc:
-        return f"Not started: {exc}"
-    return f"Training {project}/{version}…"
+        return False, f"Not started: {exc}"
+    return True, f"Training {project}/{version}…"
 
 
 def status_markdown(status: JobStatus) -> str:
@@ -147,10 +147,12 @@ def checkpoint_rows(store, project: str, version: str) -> list[list[Any]]:
     files = [*paths.list_checkpoints(), *(("partial", p) for p in paths.list_partial())]
     for epoch, path in files:
         meta = read_metadata(path)
+        # a partial file is not published, so no <lora:…> of it would work in the host's prompts
+        use = "(partial: not published)" if epoch == "partial" else f"<lora:{path.stem}:0.8>"
         rows.append([
             path.name, epoch if epoch is not None else "final", meta.get("ss_steps", ""),
             f"{meta.get('ss_network_dim', '?')}/{meta.get('ss_network_alpha', '?')}",
-            meta.get("ss_network_module", ""), f"<lora:{path.stem}:0.8>",
+            meta.get("ss_network_module", ""), use,
         ])  # fmt: skip
     return rows
 

@@ -87,8 +87,11 @@ class JobRunner:
     """Runs ``TrainJob``s one at a time in a daemon thread."""
 
     def __init__(self, *, make_host: HostFactory, store_factory: Callable[[], Any], train_fn: TrainFn | None = None,
-                 after_done: AfterDone | None = None, waiting: Callable[[], str] | None = None):  # fmt: skip
-        """``waiting`` says what a started job waits for before its first step (the host's queue, its device)."""
+                 after_done: AfterDone | None = None, waiting: Callable[[], str] | None = None,
+                 before_clear: Callable[[Any], Any] | None = None):  # fmt: skip
+        """``waiting`` says what a started job waits for before its first step (the host's queue, its device);
+        ``before_clear(version)`` runs before an earlier run's files are trashed (to unpublish them)."""
+        self.before_clear = before_clear
         self.make_host = make_host
         self.waiting = waiting or (lambda: "queued: waiting for the model to be free")
         self.store_factory = store_factory
@@ -98,6 +101,7 @@ class JobRunner:
         self._status = JobStatus()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._notes: list[str] = []
 
     # --- public ------------------------------------------------------------------------------------------------
 
@@ -130,6 +134,7 @@ class JobRunner:
                 total_epochs=job.settings.epochs,
                 message=self.waiting(),
                 started_at=time.time(),
+                log=list(self._notes),
             )
             self._thread = threading.Thread(
                 target=self._run, args=(job, paths, self._status.job_id), name="lora-train-tools-job", daemon=True
@@ -163,7 +168,25 @@ class JobRunner:
         elif not paths.dataset.is_dir() or not any(paths.dataset.iterdir()):
             raise ValueError(f"{paths.dataset}: the version has no dataset yet; pass a dataset folder")
         paths.save_settings(job.settings)
+        self._notes = [] if job.resume else self._clear_previous_run(store, paths)
         return paths
+
+    def _clear_previous_run(self, store, paths) -> list[str]:
+        """A fresh run into a version that holds an earlier run's files: those go to the trash (published copies
+        taken out first), so that its epochs do not mix with the new ones in the table, Epoch Compare or the LoRA
+        list; resume (``TrainJob.resume``) keeps them."""
+        from lib_lora_train.store.trash import move_to_trash
+
+        old = [p for _, p in paths.list_checkpoints()] + paths.list_partial()
+        if old and self.before_clear is not None:
+            self.before_clear(paths)
+        notes = []
+        for folder, what in ((paths.checkpoints, "checkpoints"), (paths.path / "state", "state")):
+            if folder.is_dir() and any(folder.iterdir()):
+                where = move_to_trash(store.root, folder, paths.project, f"{paths.version}-{what}")
+                notes.append(f"the previous run's {what} moved to {where}")
+        paths.checkpoints.mkdir(parents=True, exist_ok=True)
+        return notes
 
     def _run(self, job: TrainJob, paths, job_id: str) -> None:
         try:
@@ -209,6 +232,7 @@ class JobRunner:
                 status.checkpoints.append(event.path)
             elif kind == "sample" and event.path:
                 status.samples.append(event.path)
+                status.log.append(f"[sample] {event.path}")
             message = getattr(event, "message", "")
             if kind != "step" and (message or kind in ("epoch", "checkpoint")):
                 status.message = message or f"{kind} {event.epoch}"

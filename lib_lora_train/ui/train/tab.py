@@ -110,8 +110,8 @@ def build_train_tab() -> gr.Blocks:
 
         build_bootstrap_panel(project)
 
-        def refresh_lists(current):
-            return gr.update(choices=_projects()), gr.update(choices=_versions(current))
+        def refresh_lists(selected):
+            return gr.update(choices=_projects()), gr.update(choices=_versions(selected))
 
         def store_action(kind, proj, ver, new):
             try:
@@ -142,9 +142,9 @@ def build_train_tab() -> gr.Blocks:
             except (OSError, ValueError) as exc:
                 return [[f"{exc}", 0, 1]]
 
-        def do_preset(name, *current):
+        def do_preset(name, *values):
             try:
-                base = act.settings_from_values(list(current))
+                base = act.settings_from_values(list(values))
             except ValueError:
                 base = TrainSettings()
             return act.values_from_settings(preset_settings(name, base, arch=_arch()))
@@ -156,9 +156,9 @@ def build_train_tab() -> gr.Blocks:
             frame = pd.DataFrame(state.losses, columns=["step", "loss"])
             return act.status_markdown(state), frame, state.samples, "\n".join(state.log[-200:])
 
-        def do_start(task, proj, ver, path, rows, *current):
+        def do_start(task, proj, ver, path, rows, *values):  # not *current: that would hide runtime.current
             try:
-                settings = act.settings_from_values(list(current))
+                settings = act.settings_from_values(list(values))
             except ValueError as exc:
                 yield f"Not started: {exc}", gr.update(), gr.update(), gr.update(), gr.update()
                 return
@@ -166,9 +166,11 @@ def build_train_tab() -> gr.Blocks:
             task = task or None
             if task:
                 current().queue_task(task)  # the host's progress bar shows "queued" until the GPU is free
-            message = act.start_job(services.jobs(), services.store(), proj, ver, path, rows, settings, task_id=task)
+            started, message = act.start_job(services.jobs(), services.store(), proj, ver, path, rows, settings,
+                                             task_id=task)  # fmt: skip
             yield (message, gr.update(), gr.update(), gr.update(), gr.update())
-            yield from watch_job(proj, ver)
+            if started:  # a refusal stays on screen; the status of another job must not replace it
+                yield from watch_job(proj, ver)
 
         def watch_job(proj, ver):
             while True:
