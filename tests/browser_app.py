@@ -28,6 +28,8 @@ CHROMIUM = Path("/usr/bin/chromium")
 LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                "--disable-sync", "--no-first-run"]  # fmt: skip
 SHOTS_COPY = Path("/tmp/browser_shots")
+# where gradio 3.41 writes a component's label: most fields, a Gallery/Image/Plot, a Dataframe
+LABELS = "[data-testid=block-info], [data-testid=block-label], table > caption"
 PROBE_TAGGER = "probe-tagger"
 
 # on two shared CPU cores a click that trains, renders or loads a model can take a while
@@ -118,6 +120,21 @@ class Host:
 
     def log(self) -> str:
         return self.log_path.read_text(encoding="utf-8", errors="replace") if self.log_path.exists() else ""
+
+    def last_traceback(self) -> str:
+        """The app log's last Python traceback: its frames in our code and the exception line, or ''."""
+        log = self.log()
+        start = log.rfind("Traceback (most recent call last)")
+        if start < 0:
+            return ""
+        lines = log[start:].splitlines()
+        # the exception line: the first unindented line after the frames
+        end = next((i for i, line in enumerate(lines[1:], 1) if line and not line[0].isspace()), len(lines) - 1)
+        ours = []
+        for i, line in enumerate(lines[1:end], 1):
+            if line.lstrip().startswith("File ") and "lib_lora_train" in line:
+                ours += lines[i : i + 2]
+        return f"last traceback in {self.log_path} (our frames):\n" + "\n".join([*ours, lines[end]])
 
     def stop(self) -> None:
         if callable(self.stop_fn):
@@ -245,9 +262,21 @@ class Gradio:
         return self.page.evaluate("() => window.__loraToasts || []")
 
     def error_toasts(self) -> list[str]:
+        """The text of every "Error" toast shown since the page opened."""
         shown = [t["text"] for t in self.toasts() if "error" in t["cls"].split()]
         live = self.page.locator(".toast-body.error").all_inner_texts()
         return list(dict.fromkeys(shown + live))
+
+    def error_badges(self) -> list[str]:
+        """Components showing gradio's "Error" badge (a handler raised), on any tab: "<elem id (label)>: Error"."""
+        return self.page.evaluate(
+            """() => Array.from(document.querySelectorAll('.block > div.wrap .error'))
+                .map((e) => {
+                    const block = e.closest('.block');
+                    const label = block.querySelector('[data-testid=block-info], [data-testid=block-label], caption');
+                    return `${block.id}${label ? ' (' + label.innerText.trim() + ')' : ''}: ${e.innerText.trim()}`;
+                })"""
+        )
 
     def tab(self, elem_id: str):
         """Open one of the top-level tabs; returns its panel."""
@@ -284,7 +313,7 @@ class Gradio:
         title = re.compile(rf"^\s*{re.escape(label)}\s*$")
         return (
             scope.locator(".block")
-            .filter(has=self.page.locator("[data-testid=block-info], [data-testid=block-label]", has_text=title))
+            .filter(has=self.page.locator(LABELS, has_text=title))
             .filter(has_not=self.page.locator(".block"))
             .first
         )
@@ -305,7 +334,7 @@ class Gradio:
         box.fill(value)
         option = self.page.locator("ul.options li", has_text=re.compile(rf"^\s*✓?\s*{re.escape(value)}\s*$"))
         try:
-            option.first.wait_for(state="visible", timeout=5_000)
+            option.first.wait_for(state="visible", timeout=2_000)  # the list filters as one types
             option.first.click()
         except Exception:  # not in the list: a custom value (allow_custom_value)
             box.press("Enter")
@@ -343,17 +372,38 @@ class Gradio:
 
     # --- what the page says
 
+    def record_texts(self, selector: str, key: str) -> None:
+        """From now on keep every text the element at ``selector`` shows (also ones replaced within a moment)."""
+        self.page.evaluate(
+            """([selector, key]) => {
+                window.__loraTexts = window.__loraTexts || {};
+                const texts = (window.__loraTexts[key] = []);
+                const el = document.querySelector(selector);
+                const note = () => { const t = (el.innerText || '').trim(); if (texts[texts.length - 1] !== t) texts.push(t); };
+                note();
+                new MutationObserver(note).observe(el, {subtree: true, childList: true, characterData: true});
+            }""",
+            [selector, key],
+        )
+
+    def recorded_texts(self, key: str) -> list[str]:
+        return self.page.evaluate("(key) => (window.__loraTexts || {})[key] || []", key)
+
     def markdown(self, elem_id: str):
         return self.page.locator(f"div.prose#{elem_id}")
 
     def wait_text(self, locator, pattern: str | re.Pattern, timeout: float = CLICK_MS) -> str:
-        """Wait until ``locator``'s text (or a field's value) matches; returns it. Fails with what it showed."""
+        """Wait until ``locator``'s text (or a field's value) matches; returns it. Fails with what it showed, at
+        once when its component shows gradio's Error badge (the handler raised: the app log's trace is added)."""
         regex = re.compile(pattern) if isinstance(pattern, str) else pattern
         deadline = time.time() + timeout / 1000
-        text = ""
+        text, failed = "", False
         while True:
             try:
-                tag = locator.evaluate("e => e.tagName")
+                tag, failed = locator.evaluate(
+                    "e => [e.tagName, !!(e.closest('.block') && e.closest('.block').querySelector(':scope > .wrap .error'))]",
+                    timeout=1_000,
+                )
                 text = (
                     locator.input_value(timeout=1_000)
                     if tag in ("TEXTAREA", "INPUT")
@@ -363,8 +413,16 @@ class Gradio:
                 text = text or ""
             if regex.search(text):
                 return text
+            if failed:
+                raise AssertionError(
+                    f"waiting for {regex.pattern!r}: the component shows gradio's Error badge (its handler raised); "
+                    f"the page shows {text!r}\n{self.host.last_traceback()}"
+                )
             if time.time() > deadline:
-                raise AssertionError(f"waited {timeout / 1000:.0f} s for {regex.pattern!r}; the page shows:\n{text}")
+                raise AssertionError(
+                    f"waited {timeout / 1000:.0f} s for {regex.pattern!r}; the page shows:\n{text}\n"
+                    f"(Error badges: {self.error_badges()[:8]}; toasts: {self.error_toasts()[:8]})"
+                )
             self.page.wait_for_timeout(250)
 
     def wait_idle(self, quiet_ms: int = 1200, timeout: float = SLOW_MS) -> None:
@@ -373,7 +431,7 @@ class Gradio:
         self.page.wait_for_function(
             """(quiet) => {
                 const busy = Array.from(document.querySelectorAll('.block > div.wrap:is(.default, .center)'))
-                    .some((w) => !w.classList.contains('hide') && w.offsetParent !== null);
+                    .some((w) => !w.classList.contains('hide') && w.offsetParent !== null && !w.querySelector('.error'));
                 const now = performance.now();
                 if (busy || window.__loraBusyAt === undefined) window.__loraBusyAt = now;
                 return !busy && now - window.__loraBusyAt >= quiet;
