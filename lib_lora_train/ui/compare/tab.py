@@ -218,6 +218,8 @@ def build_compare_tab():
             return text
 
         refresh.click(on_refresh, inputs=[project], outputs=[project])
+        # versions trained since the page loaded appear as soon as the list is opened, without pressing Refresh
+        project.focus(on_refresh, inputs=[project], outputs=[project])
         project.change(on_project, inputs=[project], outputs=[version])
         version.change(on_version, inputs=[project, version, prompts], outputs=[info, pick_epoch, prompts, activation])
         generate.click(on_generate, inputs=inputs,

@@ -181,6 +181,8 @@ def build_train_tab() -> gr.Blocks:
                 time.sleep(POLL_S)
 
         refresh.click(refresh_lists, [project], [project, version])
+        # projects made elsewhere (the API, another browser tab) appear when the list is opened
+        project.focus(lambda: gr.update(choices=_projects()), [], [project])
         project.change(lambda p: gr.update(choices=_versions(p)), [project], [version])
         version.change(load_version, [project, version], [*inputs, checkpoints])
         for kind, button in (("create", create), ("clone", clone), ("delete", delete)):
