@@ -82,8 +82,16 @@ model:
 """
 
 
-def build_models(seed: int):
-    """SD1.5's UNet, VAE and CLIP-L text encoder (diffusers/transformers classes) with seeded random weights."""
+def build_models(seed: int, device: str = "cpu"):
+    """SD1.5's UNet, VAE and CLIP-L text encoder (diffusers/transformers classes) with seeded random weights,
+    drawn on ``device`` (cuda: seconds instead of a minute of CPU)."""
+    import torch
+
+    with torch.device(device):
+        return _build_models(seed)
+
+
+def _build_models(seed: int):
     import torch
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
@@ -234,7 +242,8 @@ def ldm_state_dict(unet, vae, text_encoder) -> dict:
         out["cond_stage_model.transformer." + key] = value
     # integer buffers (CLIP's position_ids) stay int64 as in the released file; a float copy breaks some loaders
     return {
-        k: (v.detach().to(torch.float16) if v.is_floating_point() else v.detach()).contiguous() for k, v in out.items()
+        k: (v.detach().to(torch.float16) if v.is_floating_point() else v.detach()).contiguous().cpu()
+        for k, v in out.items()
     }
 
 
@@ -256,7 +265,7 @@ def verify(path: Path, unet, vae, text_encoder) -> None:
         if missing:
             raise SystemExit(f"verify: {name} lacks {len(missing)} tensors after reload, e.g. {missing[:3]}")
         for key, value in want.items():
-            expect = value.to(torch.float16).float().reshape(got[key].shape)
+            expect = value.detach().cpu().to(torch.float16).float().reshape(got[key].shape)
             if not torch.equal(got[key].float(), expect):
                 raise SystemExit(f"verify: {name}.{key} differs after reload")
         print(f"verify: {name} {len(want)} tensors equal")
@@ -266,6 +275,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("output", type=Path, help="the .safetensors file to write (a .yaml is written beside it)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cpu", help="where the random weights are drawn (cuda: much faster)")
     parser.add_argument("--verify", action="store_true", help="reload with diffusers and compare (needs the HF cache)")
     args = parser.parse_args()
     if args.output.suffix != ".safetensors":
@@ -273,7 +283,7 @@ def main() -> int:
 
     from safetensors.torch import save_file
 
-    unet, vae, text_encoder = build_models(args.seed)
+    unet, vae, text_encoder = build_models(args.seed, args.device)
     tensors = ldm_state_dict(unet, vae, text_encoder)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     save_file(tensors, str(args.output), metadata={"format": "pt", "note": "random weights, SD1.5 shapes, benchmark"})
