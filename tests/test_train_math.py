@@ -120,3 +120,29 @@ def test_progress_meter_speed_eta_and_average():
     meter.add_loss(3.0)
     assert meter.it_per_s == pytest.approx(1.0) and meter.eta_s(2) == pytest.approx(8.0) and meter.loss_avg == 2.0
     assert not math.isnan(meter.loss_avg)
+
+
+def test_text_encoder_outputs_are_cached_only_when_captions_do_not_change_between_steps():
+    from types import SimpleNamespace
+
+    import torch
+
+    from lib_lora_train.host import Conditioning
+    from lib_lora_train.settings import TrainSettings
+    from lib_lora_train.train.loop import _encode_text
+
+    calls = []
+
+    def encode_text(captions, geometry):
+        calls.append(list(captions))
+        return Conditioning(context=torch.zeros(len(captions), 2, 3))
+
+    batch = SimpleNamespace(captions=["a, b", "c"], geometry=[None, None])
+    for shuffled, expected_calls, cached in ((True, 2, 0), (False, 2, 2)):
+        calls.clear()
+        ctx = SimpleNamespace(train_te=False, settings=TrainSettings(shuffle_tags=shuffled), text_cache={},
+                              host=SimpleNamespace(encode_text=encode_text))  # fmt: skip
+        for _ in range(2):
+            assert _encode_text(ctx, batch).context.shape == (2, 2, 3)
+        # shuffled: each step's captions differ, a cache would only grow (to GBs on a GPU); fixed: encoded once each
+        assert (len(calls), len(ctx.text_cache)) == (expected_calls, cached)

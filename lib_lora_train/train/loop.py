@@ -43,9 +43,18 @@ class LoopOutcome:
     last_loss: float | None
 
 
+def captions_vary(settings) -> bool:
+    """Whether an image's caption changes from step to step (shuffled or dropped tags): then a cache of text-encoder
+    outputs would miss on nearly every lookup and only grow (kohya refuses to cache in that case too)."""
+    return bool(settings.shuffle_tags or settings.caption_dropout > 0 or settings.tag_dropout > 0)
+
+
 def _encode_text(ctx: LoopContext, batch) -> Conditioning:
     if ctx.train_te:
         return ctx.host.encode_text(batch.captions, batch.geometry)
+    if captions_vary(ctx.settings):
+        with torch.no_grad():
+            return ctx.host.encode_text(batch.captions, batch.geometry)
     # frozen text encoders: each caption's conditioning is computed once (per geometry, which SDXL conditions on)
     rows = []
     for caption, geo in zip(batch.captions, batch.geometry, strict=False):
