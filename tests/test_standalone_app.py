@@ -12,9 +12,10 @@ import urllib.request
 import pytest
 
 from lib_lora_train.hosts.tiny_model import save_tiny_model
-from lib_lora_train.standalone.app import serve
+from lib_lora_train.standalone.models import candidates
 from lib_lora_train.standalone.runtime import StandaloneRuntime
 from lib_lora_train.ui import runtime as ui_runtime
+from lib_lora_train.ui.page import serve
 
 
 def _port() -> int:
@@ -42,7 +43,9 @@ def app(tmp_path_factory):
     runtime = StandaloneRuntime(outputs=root / "outputs" / "train_tools", models_dir=root / "models" / "tagger",
                                 lora_dir=root / "models" / "Lora", cache_dir=root / "cache")  # fmt: skip
     with ui_runtime.installed(runtime):
-        demo, url = serve(runtime, base, [], listen="127.0.0.1", port=_port(), auth="alice:pa:ss,bob:pw")
+        runtime.model.load(base)
+        runtime.choices = candidates(base, [])
+        demo, url = serve(runtime, listen="127.0.0.1", port=_port(), auth="alice:pa:ss,bob:pw")
         try:
             yield url.rstrip("/"), runtime
         finally:

@@ -1,5 +1,5 @@
 """The tabs' runtime in the standalone app: options kept in a JSON file beside the projects, folders from the command
-line, an in-process GPU lock and progress state shown with gradio's own progress bar, the base model the picker
+line, an in-process GPU lock and progress state shown with gradio's own progress bar (``ui.gpu_call``), the base model the picker
 loaded (a diffusers pipeline), the LoRA folder read from disk, and renders by the pipeline with ``<lora:NAME:W>``
 applied for the duration of the image.
 """
@@ -7,7 +7,6 @@ applied for the duration of the image.
 from __future__ import annotations
 
 import contextlib
-import html
 import json
 import logging
 import threading
@@ -52,6 +51,7 @@ class StandaloneRuntime(UIRuntime):
         self._cache_dir = Path(cache_dir)
         self.model = ModelSlot(self._gpu_lock, device)
         self.settings_file = self.outputs / "standalone_settings.json"
+        self.choices: list[Path] = []  # what the model picker offers (set by the app)
         self._options = self._read_options()
 
     # --- settings and folders
@@ -98,37 +98,47 @@ class StandaloneRuntime(UIRuntime):
     # --- GPU queue and progress: gradio's own bar on the handler's outputs
 
     def wrap_gpu_call(self, fn: Callable, extra_outputs=None) -> Callable:
-        import gradio as gr
+        from lib_lora_train.ui.gpu_call import with_gradio_progress
 
-        # gradio 3.41 injects a Progress only into a leading positional parameter with a Progress default
-        def wrapper(progress=gr.Progress(), *args):  # noqa: B008 - gradio's documented idiom
-            def show(state):
-                if state.job_count:
-                    progress((state.job_no, state.job_count), desc=state.textinfo or None)
-
-            with self.gpu_lock():
-                self.state.begin(getattr(fn, "__name__", ""))
-                self.state.listener = show
-                try:
-                    return fn(*args)
-                except Exception as exc:  # as the WebUI's wrapper: the message in the page, the trace in the log
-                    log.exception("%s failed", getattr(fn, "__name__", "handler"))
-                    if extra_outputs is None:
-                        raise
-                    message = html.escape(f"{type(exc).__name__}: {exc}")
-                    return [*extra_outputs, f"<div class='error'>{message}</div>"]
-                finally:
-                    self.state.listener = None
-                    self.state.end()
-
-        wrapper.__name__ = getattr(fn, "__name__", "gpu_call")
-        return wrapper
+        return with_gradio_progress(self, fn, extra_outputs)
 
     def queue_wait_message(self) -> str:
         device = self.model.loaded.pipe.unet.device if self.model.loaded is not None else "no model"
         return (
             f"queued: waiting for the app's queue (tagging or a render in progress finishes first); trains on {device}"
         )
+
+    # --- the model picker (the page is ui.page)
+
+    def model_choices(self) -> list[str]:
+        return [str(p) for p in self.choices]
+
+    def current_model(self) -> str | None:
+        return str(self.model.loaded.path) if self.model.loaded is not None else None
+
+    def load_model(self, path: str) -> str:
+        from lib_lora_train.standalone.models import is_model
+
+        target = Path(str(path or "")).expanduser()
+        if not is_model(target):
+            raise NoModelError(f"`{target}` is not a diffusers folder (model_index.json) or a checkpoint file")
+        try:
+            self.model.load(target)
+        except (OSError, RuntimeError, ValueError) as exc:
+            raise NoModelError(f"could not load `{target}`: {exc}") from None
+        return self.model_line()
+
+    def model_line(self) -> str:
+        loaded = self.model.loaded
+        if loaded is None:
+            return "No base model loaded."
+        return f"Loaded **{loaded.label}** ({loaded.arch.upper()}, {loaded.pipe.unet.device}, {loaded.pipe.unet.dtype})"
+
+    def settings_location(self) -> str:
+        return str(self.settings_file)
+
+    def served_folders(self) -> list[Path]:
+        return [self.outputs, self.lora_dir(), self.cache_dir()]
 
     # --- the model
 

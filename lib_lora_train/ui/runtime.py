@@ -196,6 +196,33 @@ class UIRuntime:
 
         return list(TXT2IMG_AXES)
 
+    # --- a page of our own (hosts without one: ui.page) ---
+
+    def model_choices(self) -> list[str]:
+        """Base models the page's picker offers; [] (no picker) where the host has its own."""
+        return []
+
+    def current_model(self) -> str | None:
+        return None
+
+    def load_model(self, path: str) -> str:
+        """Switch the base model; the new model's line for the page, NoModelError saying why not."""
+        raise NoModelError("this host chooses its model itself")
+
+    def model_line(self) -> str:
+        return ""
+
+    def set_options(self, values: dict[str, Any]) -> None:
+        """Save our options (a host with its own Settings page saves them there)."""
+        raise NoModelError("this host keeps our options in its own Settings")
+
+    def settings_location(self) -> str:
+        return ""
+
+    def served_folders(self) -> list[Path]:
+        """Folders whose files the page may show (galleries of samples, grids, candidates)."""
+        return [self.data_dir()]
+
     # --- the page --------------------------------------------------------------------------------------------
 
     def send_targets(self) -> list[str]:
