@@ -140,13 +140,9 @@ def _tagger(folder: Path | None):
 
 
 def _hooks(args, settings, host, tag, stop):
-    import re
-
-    import torch
-
     from lib_lora_train.bootstrap.loop import LoopHooks
-    from lib_lora_train.compare.lora_tags import strip_lora_tags
-    from lib_lora_train.standalone.lora_apply import applied
+    from lib_lora_train.standalone.models import LoadedModel
+    from lib_lora_train.standalone.runtime import StandaloneRuntime
     from lib_lora_train.train.runner import train_version
 
     def train(version, settings):
@@ -155,18 +151,21 @@ def _hooks(args, settings, host, tag, stop):
         print(f"  {version.version}: {result.status} ({result.message})", flush=True)
         return [p for _, p in version.list_checkpoints()] if result.status == "done" else []
 
+    runtime = StandaloneRuntime(
+        outputs=args.outputs,
+        models_dir=args.outputs / "models",
+        cache_dir=args.outputs / "cache",
+        lora_dir=args.outputs / args.project / "versions",
+    )  # every round's checkpoints
+    runtime.model.loaded = LoadedModel(args.base, host.pipe, host.model_parts().arch)
+
     def render(prompt: str, seed: int):
         if stop["requested"]:
             return None
-        loras = []
-        for name, weight in re.findall(r"<lora:([^:>]+):([-+0-9.eE]+)>", prompt):
-            found = list(args.outputs.glob(f"{args.project}/versions/*/checkpoints/{name}.safetensors"))
-            loras.append((found[0], float(weight)))
         size = args.sample_size or settings.resolution
-        with applied(host.pipe, loras):
-            out = host.pipe(prompt=strip_lora_tags(prompt), num_inference_steps=args.render_steps, width=size,
-                            height=size, generator=torch.Generator().manual_seed(seed))  # fmt: skip
-        return out.images[0]
+        image, _ = runtime.render(prompt, seed=seed, steps=args.render_steps, cfg_scale=7.5, width=size, height=size,
+                                  sampler=None)  # fmt: skip
+        return image
 
     return LoopHooks(train=train, render=render, tag=tag, should_stop=lambda: stop["requested"],
                      report=lambda message: print(message, flush=True))  # fmt: skip

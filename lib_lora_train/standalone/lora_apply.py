@@ -73,18 +73,11 @@ def module_delta(parts: dict[str, torch.Tensor], shape: torch.Size) -> torch.Ten
 
 
 def targets_of(pipe) -> list[AdapterTarget]:
-    """The pipeline's module trees with the kohya prefixes and namings our trainer writes."""
-    sdxl = getattr(pipe, "text_encoder_2", None) is not None
-    if sdxl:
-        return [
-            AdapterTarget("lora_unet", pipe.unet, "diffusers_sdxl"),
-            AdapterTarget("lora_te1", pipe.text_encoder, "hf_clip", True),
-            AdapterTarget("lora_te2", pipe.text_encoder_2, "hf_clip", True),
-        ]
-    return [
-        AdapterTarget("lora_unet", pipe.unet, "diffusers"),
-        AdapterTarget("lora_te", pipe.text_encoder, "hf_clip", True),
-    ]
+    """The pipeline's module trees with the kohya prefixes and namings our trainer writes (the diffusers host's own)."""
+    from lib_lora_train.hosts.diffusers_host import DiffusersHost
+
+    parts = DiffusersHost(pipe).model_parts()
+    return [parts.unet, *parts.text_encoders]
 
 
 def _layer_index(pipe) -> dict[str, torch.nn.Module]:

@@ -231,8 +231,12 @@ class StandaloneRuntime(UIRuntime):
 
 
 @contextlib.contextmanager
-def _scheduler(pipe, sampler: str, schedule: str):
-    """Swap the pipeline's scheduler for the sampler asked for (same noise schedule), and put the original back."""
+def _scheduler(pipe, sampler: str | None, schedule: str):
+    """Swap the pipeline's scheduler for the sampler asked for (same noise schedule), and put the original back;
+    ``sampler`` None keeps the pipeline's own."""
+    if sampler is None:
+        yield
+        return
     from diffusers import (
         DDIMScheduler,
         DPMSolverMultistepScheduler,
