@@ -21,14 +21,7 @@ from lib_lora_train.settings import SettingsError, TrainSettings
 
 DEFAULT_OUTPUTS = "outputs/train_tools"
 
-CHOICES = {
-    "network": S.NETWORKS,
-    "optimizer": S.OPTIMIZERS,
-    "lr_scheduler": S.SCHEDULERS,
-    "mixed_precision": S.PRECISIONS,
-    "save_precision": S.SAVE_PRECISIONS,
-    "cache_latents": S.LATENT_CACHE,
-}
+CHOICES = S.CHOICES
 
 HELP = {
     "network": "adapter type: lora (linear layers), locon (+3x3 convs), loha, lokr",
@@ -77,6 +70,35 @@ HELP = {
     "sample_steps": "sampling steps of each sample image",
     "output_name": "file name stem of the LoRA files and ss_output_name (default <project>-<version>)",
     "comment": "free text stored in the files' metadata (ss_training_comment)",
+    "dora_wd": "DoRA: weight-decomposed LoRA (lora/locon), written with dora_scale keys",
+    "network_dropout": "dropout on each adapter's down projection output (0.1 is usual)",
+    "rank_dropout": "probability of dropping each rank of an update, per sample",
+    "module_dropout": "probability of skipping a module's update for a step",
+    "down_lr_weight": "learning-rate weights of the down blocks: sine, cosine, linear, reverse_linear, zeros "
+    "(+offset) or 12 numbers (9 for SDXL); 0 leaves a block untrained",
+    "mid_lr_weight": "learning-rate weight of the mid block",
+    "up_lr_weight": "learning-rate weights of the up blocks (like --down-lr-weight)",
+    "block_dims": "rank per block: down blocks, mid, up blocks (25 numbers for SD1/SD2, 19 for SDXL; 0 = no adapter)",
+    "block_alphas": "alpha per block (as many as --block-dims)",
+    "conv_block_dims": "rank of the 3x3 convolutions per block (locon/loha/lokr)",
+    "conv_block_alphas": "alpha of the 3x3 convolutions per block",
+    "network_weights": "a LoRA file to start from (ours, kohya's or LyCORIS's, of the same network type)",
+    "dim_from_weights": "take rank and alpha from --network-weights",
+    "reg_data_dir": "regularisation (class) images: N_class folders, captions optional",
+    "prior_loss_weight": "loss weight of the regularisation images",
+    "masked_loss": "train only where the mask is white: each image's alpha channel, or --mask-dir",
+    "mask_dir": "folder of mask images with the same file names as the dataset's images",
+    "multires_noise_iterations": "multires (pyramid) noise iterations (0 = off, 6-10 is usual)",
+    "multires_noise_discount": "multires noise discount per level",
+    "ip_noise_gamma": "input-perturbation noise strength (0 = off, 0.1 is usual)",
+    "debiased_estimation_loss": "debiased estimation loss weighting",
+    "zero_terminal_snr": "rescale the noise schedule to zero terminal SNR (for v-prediction models)",
+    "v_parameterization": "the model predicts v (SDXL v-pred models whose file does not say so)",
+    "loss_type": "loss: l2 (MSE), l1, huber or smooth_l1",
+    "huber_schedule": "how huber_c changes with the timestep (huber / smooth_l1)",
+    "huber_c": "the Huber loss's c",
+    "min_timestep": "smallest timestep trained (0-999)",
+    "max_timestep": "timesteps are drawn below this (1-1000)",
 }
 
 

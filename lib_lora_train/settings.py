@@ -20,6 +20,21 @@ SCHEDULERS = ("constant", "constant_with_warmup", "linear", "cosine", "cosine_wi
 PRECISIONS = ("fp16", "bf16", "no")
 SAVE_PRECISIONS = ("fp16", "bf16", "fp32")
 LATENT_CACHE = ("memory", "disk", "none")
+LOSS_TYPES = ("l2", "l1", "huber", "smooth_l1")
+HUBER_SCHEDULES = ("snr", "exponential", "constant")
+# kohya's presets for down_lr_weight / up_lr_weight (a preset name, optionally "+offset", or one number per block)
+LR_WEIGHT_PRESETS = ("sine", "cosine", "linear", "reverse_linear", "zeros")
+# every field with a fixed set of values (the CLI's --choices and the form's dropdowns)
+CHOICES = {
+    "network": NETWORKS,
+    "optimizer": OPTIMIZERS,
+    "lr_scheduler": SCHEDULERS,
+    "mixed_precision": PRECISIONS,
+    "save_precision": SAVE_PRECISIONS,
+    "cache_latents": LATENT_CACHE,
+    "loss_type": LOSS_TYPES,
+    "huber_schedule": HUBER_SCHEDULES,
+}
 
 
 class SettingsError(ValueError):
@@ -38,6 +53,21 @@ class TrainSettings:
     alpha: float = 8.0
     conv_rank: int = 8  # LoCon / LoHa / LoKr 3x3 convolutions
     conv_alpha: float = 4.0
+    dora_wd: bool = False  # DoRA: weight-decomposed LoRA (LyCORIS's network_args name), lora / locon only
+    network_dropout: float = 0.0  # dropout of the down projection's output (kohya --network_dropout)
+    rank_dropout: float = 0.0  # drops whole ranks per sample (kohya network_args)
+    module_dropout: float = 0.0  # skips a module's update per step (kohya network_args)
+    # block-wise (kohya network_args): a preset or one weight per down/up block; 0 leaves a block untrained
+    down_lr_weight: str = ""
+    mid_lr_weight: str = ""
+    up_lr_weight: str = ""
+    block_dims: str = ""  # one rank per block: down blocks, mid, up blocks (25 for SD1/SD2, 19 for SDXL)
+    block_alphas: str = ""
+    conv_block_dims: str = ""
+    conv_block_alphas: str = ""
+    # continue from a LoRA file (kohya --network_weights); dim_from_weights takes rank/alpha from it
+    network_weights: str = ""
+    dim_from_weights: bool = False
     # data
     resolution: int = 512
     caption_extension: str = ".txt"
@@ -52,6 +82,12 @@ class TrainSettings:
     caption_dropout: float = 0.0
     tag_dropout: float = 0.0
     flip: bool = False
+    # regularisation (prior-preservation) images: kohya's reg_data_dir with N_class folders
+    reg_data_dir: str = ""
+    prior_loss_weight: float = 1.0
+    # masked loss: from each image's alpha channel, or from a mask folder (same file stems, white = train)
+    masked_loss: bool = False
+    mask_dir: str = ""
     # length
     batch_size: int = 1
     epochs: int = 10
@@ -73,6 +109,17 @@ class TrainSettings:
     cache_latents: str = "memory"
     noise_offset: float = 0.0
     min_snr_gamma: float = 0.0  # 0 = off; 5 is the usual value
+    multires_noise_iterations: int = 0  # pyramid noise; 6-10 is usual
+    multires_noise_discount: float = 0.3
+    ip_noise_gamma: float = 0.0  # input-perturbation noise; 0.1 is usual
+    debiased_estimation_loss: bool = False
+    zero_terminal_snr: bool = False  # rescale the schedule to zero terminal SNR (for v-prediction)
+    v_parameterization: bool = False  # train a v-prediction model whose file does not say so (SDXL v-pred)
+    loss_type: str = "l2"
+    huber_schedule: str = "snr"
+    huber_c: float = 0.1
+    min_timestep: int = 0
+    max_timestep: int = 1000
     clip_skip: int = 0  # 0 = what the host generates with
     # saving, sampling, reproducibility
     seed: int = 42
@@ -91,12 +138,8 @@ class TrainSettings:
     # --- validation -------------------------------------------------------------------------------------------
 
     def validate(self) -> None:
-        _choice("network", self.network, NETWORKS)
-        _choice("optimizer", self.optimizer, OPTIMIZERS)
-        _choice("lr_scheduler", self.lr_scheduler, SCHEDULERS)
-        _choice("mixed_precision", self.mixed_precision, PRECISIONS)
-        _choice("save_precision", self.save_precision, SAVE_PRECISIONS)
-        _choice("cache_latents", self.cache_latents, LATENT_CACHE)
+        for name, choices in CHOICES.items():
+            _choice(name, getattr(self, name), choices)
         for name in ("rank", "conv_rank"):
             _range(name, getattr(self, name), 1, 1024, "a rank between 1 and 1024 (8-32 is typical)")
         for name in ("alpha", "conv_alpha"):
@@ -134,6 +177,7 @@ class TrainSettings:
         _range("lr_power", self.lr_power, 0.0, 100.0, "a positive power")
         _range("noise_offset", self.noise_offset, 0.0, 1.0, "0 to 1 (0.05-0.1 is usual)")
         _range("min_snr_gamma", self.min_snr_gamma, 0.0, 100.0, "0 (off) or a gamma such as 5")
+        self._validate_extras()
         _range("clip_skip", self.clip_skip, 0, 12, "0 (the host's own setting) or 1-12")
         _range("seed", self.seed, 0, 2**63 - 1, "a non-negative integer")
         _range("save_every", self.save_every, 0, 100000, "0 (only the final file) or a number of epochs")
@@ -147,6 +191,42 @@ class TrainSettings:
             os.sep in self.output_name or "/" in self.output_name or self.output_name.startswith(".")
         ):
             raise SettingsError("output_name", "must be a plain file name without folders")
+
+    def _validate_extras(self) -> None:
+        """The #14 options: dropouts, block-wise strings, noise and loss shapes, timestep range."""
+        for name in ("network_dropout", "rank_dropout", "module_dropout"):
+            _range(name, getattr(self, name), 0.0, 0.99, "a probability between 0 and 0.99 (0.1 is usual)")
+        if self.dora_wd and self.network not in ("lora", "locon"):
+            raise SettingsError("dora_wd", f"DoRA works with lora or locon, not {self.network}; change network")
+        for name in ("down_lr_weight", "up_lr_weight"):
+            _lr_weight(name, getattr(self, name))
+        if self.mid_lr_weight.strip():
+            _numbers("mid_lr_weight", self.mid_lr_weight, (1,), 0.0, 100.0)
+        for name in ("block_dims", "conv_block_dims"):
+            if getattr(self, name).strip():
+                _numbers(name, getattr(self, name), BLOCK_COUNTS, 0, 1024, whole=True)
+        for name in ("block_alphas", "conv_block_alphas"):
+            if getattr(self, name).strip():
+                _numbers(name, getattr(self, name), BLOCK_COUNTS, 0.0, 4096.0)
+        if self.block_alphas.strip() and not self.block_dims.strip():
+            raise SettingsError("block_alphas", "needs block_dims (one rank per block) as well")
+        if self.conv_block_alphas.strip() and not self.conv_block_dims.strip():
+            raise SettingsError("conv_block_alphas", "needs conv_block_dims as well")
+        if self.dim_from_weights and not self.network_weights.strip():
+            raise SettingsError("dim_from_weights", "needs network_weights (the LoRA file to read rank and alpha from)")
+        _range("prior_loss_weight", self.prior_loss_weight, 0.0, 100.0, "0 or more (1 is usual)")
+        if self.mask_dir.strip() and not self.masked_loss:
+            raise SettingsError("mask_dir", "is only read with masked_loss; turn masked_loss on or clear mask_dir")
+        _range("multires_noise_iterations", self.multires_noise_iterations, 0, 20, "0 (off) or 6-10")
+        _range("multires_noise_discount", self.multires_noise_discount, 0.0, 1.0, "0 to 1 (0.3 is usual)")
+        _range("ip_noise_gamma", self.ip_noise_gamma, 0.0, 1.0, "0 (off) or about 0.1")
+        _range("huber_c", self.huber_c, 1e-6, 1.0, "a value above 0 and at most 1 (0.1 is usual)")
+        _range("min_timestep", self.min_timestep, 0, 999, "0 to 999")
+        _range("max_timestep", self.max_timestep, 1, 1000, "1 to 1000")
+        if self.min_timestep >= self.max_timestep:
+            raise SettingsError(
+                "max_timestep", f"must be above min_timestep ({self.min_timestep}); timesteps are drawn from [min, max)"
+            )
 
     # --- (de)serialisation ------------------------------------------------------------------------------------
 
@@ -175,6 +255,45 @@ class TrainSettings:
     @classmethod
     def from_json(cls, text: str) -> TrainSettings:
         return cls.from_dict(json.loads(text))
+
+
+# blocks of kohya's block-wise settings: SD1/SD2 have 12 down blocks, a mid block and 12 up blocks; SDXL 9, 1, 9
+BLOCK_COUNTS = (25, 19)
+
+
+def _numbers(name: str, text: str, counts: tuple[int, ...], low: float, high: float, *, whole: bool = False):
+    """Comma-separated numbers, as many as one of ``counts``, each in [low, high]."""
+    parts = [p.strip() for p in text.split(",")]
+    try:
+        values = [float(p) for p in parts]
+    except ValueError:
+        raise SettingsError(name, f"{text!r} is not a comma-separated list of numbers") from None
+    if len(values) not in counts:
+        want = " or ".join(str(c) for c in counts)
+        raise SettingsError(name, f"has {len(values)} values; give {want} (one per block, comma-separated)")
+    for value in values:
+        if not low <= value <= high or (whole and not value.is_integer()):
+            kind = "whole numbers" if whole else "numbers"
+            raise SettingsError(name, f"{value:g} is out of range; use {kind} from {low:g} to {high:g}")
+    return values
+
+
+def _lr_weight(name: str, text: str) -> None:
+    """kohya's down/up_lr_weight: empty, a preset (``sine``, ``cosine+.25``), or 12 (SD1/SD2) / 9 (SDXL) numbers."""
+    text = text.strip()
+    if not text:
+        return
+    preset, _, offset = text.partition("+")
+    if preset in LR_WEIGHT_PRESETS:
+        if offset:
+            try:
+                float(offset)
+            except ValueError:
+                raise SettingsError(name, f"{offset!r} after '+' is not a number (e.g. cosine+.25)") from None
+        return
+    if not preset[:1].isdigit() and not preset.startswith("."):
+        raise SettingsError(name, f"{text!r} is not one of {', '.join(LR_WEIGHT_PRESETS)} nor a list of numbers")
+    _numbers(name, text, (12, 9), 0.0, 100.0)
 
 
 def _choice(name: str, value: Any, choices: tuple[str, ...]) -> None:

@@ -44,12 +44,26 @@ def architecture(arch: str, prediction: str = "eps") -> str:
 
 def network_args(settings: TrainSettings) -> dict[str, str]:
     """``ss_network_args`` as sd-scripts records its ``--network_args`` (values are the strings it was given)."""
-    if settings.network == "lora":
-        return {}
-    args = {"conv_dim": str(settings.conv_rank), "conv_alpha": _number(settings.conv_alpha)}
+    args: dict[str, str] = {}
+    if settings.network != "lora":
+        args = {"conv_dim": str(settings.conv_rank), "conv_alpha": _number(settings.conv_alpha)}
     if settings.network in ("loha", "lokr"):
         args = {"algo": settings.network, **args}
+    if settings.dora_wd:
+        args["dora_wd"] = "True"
+    for name in ("rank_dropout", "module_dropout"):
+        if getattr(settings, name):
+            args[name] = _number(getattr(settings, name))
+    for name in BLOCK_ARGS:
+        text = getattr(settings, name).strip()
+        if text:
+            args[name] = text.replace(" ", "")
     return args
+
+
+# block-wise settings recorded under their kohya network_args names
+BLOCK_ARGS = ("down_lr_weight", "mid_lr_weight", "up_lr_weight", "block_dims", "block_alphas", "conv_block_dims",
+              "conv_block_alphas")  # fmt: skip
 
 
 def _number(value: float) -> str:
@@ -86,13 +100,16 @@ def build_metadata(
     bucket_info: Mapping[str, Any] | None = None,
     te_trained: bool | None = None,
     mixed_precision: str | None = None,
+    num_reg_images: int = 0,
+    reg_dataset_dirs: Mapping[str, Mapping[str, int]] | None = None,
 ) -> dict[str, str]:
     """All metadata for one saved epoch: the ``ss_*`` keys sd-scripts writes plus the ``modelspec.*`` keys.
 
     ``tag_frequency`` / ``dataset_dirs`` are ``DatasetScan.tag_frequency`` / ``.dataset_dirs``; ``num_train_images``
     counts repeats (kohya's meaning). ``clip_skip`` is the value the model was trained with (1 = last layer);
     ``prediction`` is ``eps`` or ``v``. Times are unix timestamps (default: now). ``mixed_precision`` is what ran
-    (the CPU trains in fp32 whatever was asked); the setting otherwise.
+    (the CPU trains in fp32 whatever was asked); the setting otherwise. ``num_reg_images`` counts the
+    regularisation image files (without repeats, as kohya counts them), ``reg_dataset_dirs`` is their folders.
     """
     if arch not in BASE_MODEL_VERSIONS:
         raise ValueError(f"unknown architecture {arch!r}; use sd1, sd2 or sdxl")
@@ -112,7 +129,7 @@ def build_metadata(
         "ss_unet_lr": settings.unet_lr,
         "ss_text_encoder_lr": settings.te_lr if trains_te else 0.0,
         "ss_num_train_images": num_train_images,
-        "ss_num_reg_images": 0,
+        "ss_num_reg_images": num_reg_images,
         "ss_num_epochs": num_epochs,
         "ss_epoch": epoch,
         "ss_steps": steps,
@@ -137,6 +154,19 @@ def build_metadata(
         "ss_seed": settings.seed,
         "ss_noise_offset": settings.noise_offset,
         "ss_min_snr_gamma": settings.min_snr_gamma,
+        "ss_network_dropout": settings.network_dropout if settings.network_dropout else "None",
+        "ss_multires_noise_iterations": settings.multires_noise_iterations or "None",
+        "ss_multires_noise_discount": settings.multires_noise_discount,
+        "ss_ip_noise_gamma": settings.ip_noise_gamma if settings.ip_noise_gamma else "None",
+        "ss_debiased_estimation": bool(settings.debiased_estimation_loss),
+        "ss_zero_terminal_snr": bool(settings.zero_terminal_snr),
+        "ss_loss_type": settings.loss_type,
+        "ss_huber_schedule": settings.huber_schedule,
+        "ss_huber_c": settings.huber_c,
+        "ss_min_timestep": settings.min_timestep,
+        "ss_max_timestep": settings.max_timestep,
+        "ss_masked_loss": bool(settings.masked_loss),
+        "ss_prior_loss_weight": settings.prior_loss_weight,
         "ss_max_grad_norm": settings.max_grad_norm,
         "ss_optimizer": settings.optimizer,
         "ss_caption_dropout_rate": settings.caption_dropout,
@@ -154,7 +184,7 @@ def build_metadata(
         "ss_max_bucket_reso": settings.max_bucket_side,
         "ss_tag_frequency": {folder: dict(tags) for folder, tags in tag_frequency.items()},
         "ss_dataset_dirs": {folder: dict(info) for folder, info in dataset_dirs.items()},
-        "ss_reg_dataset_dirs": {},
+        "ss_reg_dataset_dirs": {folder: dict(info) for folder, info in (reg_dataset_dirs or {}).items()},
         "ss_sd_model_name": model_name,
     }
     if arch != "sdxl":

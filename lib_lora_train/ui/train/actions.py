@@ -8,27 +8,12 @@ import json
 from pathlib import Path
 from typing import Any, get_type_hints
 
-from lib_lora_train.settings import (
-    LATENT_CACHE,
-    NETWORKS,
-    OPTIMIZERS,
-    PRECISIONS,
-    SAVE_PRECISIONS,
-    SCHEDULERS,
-    SettingsError,
-    TrainSettings,
-)
+from lib_lora_train import settings as S
+from lib_lora_train.settings import SettingsError, TrainSettings
 from lib_lora_train.train.plan import FolderPlan, apply_repeats, plan_steps, split_repeat_folder
 from lib_lora_train.ui.train.jobs import JobBusy, JobRunner, JobStatus, TrainJob
 
-CHOICES = {
-    "network": NETWORKS,
-    "optimizer": OPTIMIZERS,
-    "lr_scheduler": SCHEDULERS,
-    "mixed_precision": PRECISIONS,
-    "save_precision": SAVE_PRECISIONS,
-    "cache_latents": LATENT_CACHE,
-}
+CHOICES = S.CHOICES
 # shown unfolded; every other engine option sits in the "Advanced" accordion
 BASIC = ("network", "rank", "alpha", "resolution", "epochs", "batch_size", "unet_lr", "te_lr", "save_every",
          "sample_every", "sample_prompts", "seed")  # fmt: skip
