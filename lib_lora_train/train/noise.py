@@ -78,3 +78,57 @@ def min_snr_weights(
         return torch.ones_like(s)
     clipped = torch.minimum(s, torch.full_like(s, gamma))
     return clipped / (s + 1) if prediction == "v" else clipped / s
+
+
+# --- options of #14: timestep range, pyramid and input-perturbation noise, zero terminal SNR -------------------------
+
+# what the WebUI puts in place of the last alphas_cumprod when it samples with zero terminal SNR: exactly 0 would make
+# the SNR 0 and every 1/SNR weight infinite
+ZERO_TERMINAL_ALPHA = 4.8973451890853435e-08
+
+
+def timestep_range(num_train_timesteps: int, min_timestep: int = 0, max_timestep: int | None = None):
+    """The [low, high) range timesteps are drawn from, clipped to the model's schedule."""
+    high = num_train_timesteps if max_timestep is None else min(max_timestep, num_train_timesteps)
+    low = max(0, min(min_timestep, high - 1))
+    return low, high
+
+
+def pyramid_noise(noise: torch.Tensor, generator: torch.Generator, iterations: int, discount: float) -> torch.Tensor:
+    """Multires (pyramid) noise: lower-resolution noise upsampled and added level by level, ``discount**i`` each.
+
+    Each sample is renormalised to unit std on its own (not over the batch), so that how a batch is split across
+    processes or micro-batches does not change any sample's noise.
+    """
+    if iterations <= 0:
+        return noise
+    b, c, h, w = noise.shape
+    out = noise.clone()
+    for i in range(iterations):
+        # a random shrink factor in [2, 4) per level, as in the pyramid-noise recipe (level 0 is full size)
+        r = float(torch.rand((), generator=generator)) * 2 + 2
+        hn, wn = max(1, int(h / r**i)), max(1, int(w / r**i))
+        low = torch.randn((b, c, hn, wn), generator=generator)
+        out += torch.nn.functional.interpolate(low, size=(h, w), mode="bilinear", align_corners=False) * discount**i
+        if hn == 1 or wn == 1:
+            break
+    return out / out.flatten(1).std(dim=1).reshape(b, 1, 1, 1)
+
+
+def perturbed(noise: torch.Tensor, generator: torch.Generator, gamma: float) -> torch.Tensor:
+    """Input-perturbation noise (Ning et al. 2023): the latents are noised with ``noise + gamma * xi`` while the
+    target stays ``noise``, which reduces the exposure bias between training and sampling."""
+    if gamma <= 0:
+        return noise
+    return noise + gamma * torch.randn(noise.shape, generator=generator)
+
+
+def zero_terminal_snr(alphas_cumprod: torch.Tensor) -> torch.Tensor:
+    """The schedule rescaled so that the last timestep is pure noise (Lin et al. 2023, "Common Diffusion Noise
+    Schedules and Sample Steps are Flawed"): sqrt(a) shifted and scaled to keep a_0 and make a_T zero."""
+    root = alphas_cumprod.double().sqrt()
+    first, last = root[0].clone(), root[-1].clone()
+    root = (root - last) * (first / (first - last))
+    out = root**2
+    out[-1] = ZERO_TERMINAL_ALPHA
+    return out.to(alphas_cumprod.dtype)
