@@ -35,6 +35,7 @@ class DatasetItem:
     folder: str
     has_caption: bool
     size: tuple[int, int]
+    is_reg: bool = False  # a regularisation (class) image: its loss is weighted by prior_loss_weight
 
 
 @dataclass(frozen=True)
