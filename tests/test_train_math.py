@@ -25,6 +25,24 @@ def test_step_numbers_depend_only_on_seed_step_and_purpose():
     assert N.derived_seed(1, 2) != N.derived_seed(2, 1)
 
 
+def test_per_sample_draws_do_not_depend_on_how_the_batch_is_split():
+    """What a sample gets (noise with offset, pyramid and perturbation terms, timestep) depends on its position in
+    the global batch only: positions 2-3 drawn alone equal rows 2-3 of the whole batch of 4."""
+
+    def draw(positions):
+        gens = N.sample_generators(5, 7, 1, positions)
+        noise = N.make_noise((len(positions), 4, 8, 8), gens, noise_offset=0.1)
+        noise = N.perturbed(N.pyramid_noise(noise, gens, 3, 0.5), gens, 0.1)
+        return noise, N.sample_timesteps(len(positions), 1000, gens)
+
+    whole_noise, whole_t = draw([0, 1, 2, 3])
+    part_noise, part_t = draw([2, 3])
+    assert torch.equal(part_noise, whole_noise[2:]) and torch.equal(part_t, whole_t[2:])
+    assert not torch.equal(whole_noise[0], whole_noise[1])
+    other_step = N.make_noise((1, 4, 8, 8), N.sample_generators(5, 8, 1, [2]))
+    assert not torch.equal(other_step[0], N.make_noise((1, 4, 8, 8), N.sample_generators(5, 7, 1, [2]))[0])
+
+
 def test_noise_offset_adds_a_per_channel_constant():
     plain = N.make_noise((1, 4, 16, 16), N.step_generator(0, 0, "n"))
     offset = N.make_noise((1, 4, 16, 16), N.step_generator(0, 0, "n"), noise_offset=0.5)

@@ -1,7 +1,8 @@
 """From a scanned dataset to training batches: buckets, per-epoch batch order, latents and processed captions.
 
 Everything random here (batch order, caption shuffles and dropouts, flips) is derived from (seed, epoch) or
-(seed, step, micro-batch), so a resumed run sees exactly the batches an uninterrupted run sees.
+(seed, step, micro-batch, sample position), so a resumed run sees exactly the batches an uninterrupted run sees, and a
+batch split over processes sees what it sees whole.
 """
 
 from __future__ import annotations
@@ -133,14 +134,16 @@ class BatchFeed:
             self._index()
         return len(self.items)
 
-    def load(self, indices: list[int], step: int, micro: int) -> Batch:
-        """Latents and processed captions of one micro-batch; captions/flips drawn from (seed, step, micro)."""
+    def load(self, indices: list[int], step: int, micro: int, positions: list[int] | None = None) -> Batch:
+        """Latents and processed captions of one micro-batch; each sample's caption and flip drawn from (seed, step,
+        micro, its position in the global micro-batch; by default 0, 1, ...)."""
         from lib_lora_train.dataset.captions import process_caption
 
-        rng = random.Random(derived_seed(self.settings.seed, step, micro, "batch"))
+        positions = list(range(len(indices))) if positions is None else positions
         s = self.settings
         latents, captions, geometry = [], [], []
-        for index in indices:
+        for index, position in zip(indices, positions, strict=True):
+            rng = random.Random(derived_seed(s.seed, step, micro, position, "batch"))
             flip = s.flip and rng.random() < 0.5
             latent, geo = self.latent(index, flip)
             caption = process_caption(

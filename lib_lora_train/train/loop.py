@@ -69,11 +69,15 @@ def _encode_text(ctx: LoopContext, batch) -> Conditioning:
     return Conditioning(context=torch.cat([r.context for r in rows]), vector=vector)
 
 
-def micro_batch_loss(ctx: LoopContext, step: int, micro: int, indices: list[int]) -> torch.Tensor:
-    """The (min-SNR weighted) MSE loss of one micro-batch; noise and timesteps drawn from (seed, step, micro)."""
+def micro_batch_loss(
+    ctx: LoopContext, step: int, micro: int, indices: list[int], positions: list[int] | None = None
+) -> torch.Tensor:
+    """The (min-SNR weighted) MSE loss of one micro-batch, averaged over its samples; each sample's noise and
+    timestep drawn from (seed, step, micro, its position in the global micro-batch; by default 0, 1, ...)."""
     s, parts = ctx.settings, ctx.parts
-    batch = ctx.feed.load(indices, step, micro)
-    gen = N.step_generator(s.seed, step, f"noise{micro}")
+    positions = list(range(len(indices))) if positions is None else positions
+    batch = ctx.feed.load(indices, step, micro, positions)
+    gen = N.sample_generators(s.seed, step, micro, positions)
     latents = batch.latents
     noise = N.make_noise(tuple(latents.shape), gen, s.noise_offset)
     timesteps = N.sample_timesteps(latents.shape[0], parts.num_train_timesteps, gen)

@@ -1,14 +1,20 @@
 """Diffusion training math as pure functions: per-step random numbers, noising, targets and loss weights.
 
 Every random number of a step comes from a generator seeded by (seed, step, purpose), so a run resumed at step k
-draws exactly what an uninterrupted run draws at step k.
+draws exactly what an uninterrupted run draws at step k. What is drawn for a training sample comes from that sample's
+own generator (``sample_generators``, keyed by its place in the step's global batch), so that splitting a batch over
+processes or devices changes none of its numbers.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable, Sequence
 
 import torch
+
+# one generator for a whole batch, or one per sample (row)
+Generators = torch.Generator | Sequence[torch.Generator]
 
 
 def derived_seed(seed: int, *parts: int | str) -> int:
@@ -22,18 +28,40 @@ def step_generator(seed: int, step: int, purpose: str) -> torch.Generator:
     return torch.Generator(device="cpu").manual_seed(derived_seed(seed, step, purpose))
 
 
-def sample_timesteps(batch: int, num_train_timesteps: int, generator: torch.Generator) -> torch.Tensor:
+def sample_generators(seed: int, step: int, micro: int, positions: Sequence[int]) -> list[torch.Generator]:
+    """One CPU generator per sample of a micro-batch, keyed by (seed, step, micro-batch, the sample's position in the
+    global micro-batch): a process holding positions 2 and 3 of a batch of 4 draws what one process at 4 draws there."""
+    return [torch.Generator(device="cpu").manual_seed(derived_seed(seed, step, micro, p, "sample")) for p in positions]
+
+
+def per_row(generator: Generators, rows: int, draw: Callable[[int, torch.Generator], torch.Tensor]) -> torch.Tensor:
+    """``draw(n, generator)`` for a batch of ``rows``: once with a single generator, or row by row (n=1) with one
+    generator per row, concatenated along dim 0."""
+    if isinstance(generator, torch.Generator):
+        return draw(rows, generator)
+    if len(generator) != rows:
+        raise ValueError(f"{len(generator)} generators for a batch of {rows}")
+    return torch.cat([draw(1, g) for g in generator])
+
+
+def sample_timesteps(batch: int, num_train_timesteps: int, generator: Generators) -> torch.Tensor:
     """Uniform integer timesteps in [0, num_train_timesteps), shape (batch,), int64 on the CPU."""
-    return torch.randint(0, num_train_timesteps, (batch,), generator=generator, dtype=torch.long)
+    return per_row(
+        generator, batch, lambda n, g: torch.randint(0, num_train_timesteps, (n,), generator=g, dtype=torch.long)
+    )
 
 
-def make_noise(shape: tuple[int, ...], generator: torch.Generator, noise_offset: float = 0.0) -> torch.Tensor:
+def make_noise(shape: tuple[int, ...], generator: Generators, noise_offset: float = 0.0) -> torch.Tensor:
     """Gaussian noise (CPU, fp32); with ``noise_offset`` a per-channel constant is added (Guttenberg's offset noise),
     which lets the model learn very dark and very bright images."""
-    noise = torch.randn(shape, generator=generator)
-    if noise_offset > 0:
-        noise = noise + noise_offset * torch.randn((shape[0], shape[1], 1, 1), generator=generator)
-    return noise
+
+    def draw(n: int, g: torch.Generator) -> torch.Tensor:
+        noise = torch.randn((n, *shape[1:]), generator=g)
+        if noise_offset > 0:
+            noise = noise + noise_offset * torch.randn((n, shape[1], 1, 1), generator=g)
+        return noise
+
+    return per_row(generator, shape[0], draw)
 
 
 def _gather(values: torch.Tensor, timesteps: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -94,7 +122,7 @@ def timestep_range(num_train_timesteps: int, min_timestep: int = 0, max_timestep
     return low, high
 
 
-def pyramid_noise(noise: torch.Tensor, generator: torch.Generator, iterations: int, discount: float) -> torch.Tensor:
+def pyramid_noise(noise: torch.Tensor, generator: Generators, iterations: int, discount: float) -> torch.Tensor:
     """Multires (pyramid) noise: lower-resolution noise upsampled and added level by level, ``discount**i`` each.
 
     Each sample is renormalised to unit std on its own (not over the batch), so that how a batch is split across
@@ -102,6 +130,8 @@ def pyramid_noise(noise: torch.Tensor, generator: torch.Generator, iterations: i
     """
     if iterations <= 0:
         return noise
+    if not isinstance(generator, torch.Generator):
+        return torch.cat([pyramid_noise(noise[i : i + 1], g, iterations, discount) for i, g in enumerate(generator)])
     b, c, h, w = noise.shape
     out = noise.clone()
     for i in range(iterations):
@@ -115,12 +145,14 @@ def pyramid_noise(noise: torch.Tensor, generator: torch.Generator, iterations: i
     return out / out.flatten(1).std(dim=1).reshape(b, 1, 1, 1)
 
 
-def perturbed(noise: torch.Tensor, generator: torch.Generator, gamma: float) -> torch.Tensor:
+def perturbed(noise: torch.Tensor, generator: Generators, gamma: float) -> torch.Tensor:
     """Input-perturbation noise (Ning et al. 2023): the latents are noised with ``noise + gamma * xi`` while the
     target stays ``noise``, which reduces the exposure bias between training and sampling."""
     if gamma <= 0:
         return noise
-    return noise + gamma * torch.randn(noise.shape, generator=generator)
+    return noise + gamma * per_row(
+        generator, noise.shape[0], lambda n, g: torch.randn((n, *noise.shape[1:]), generator=g)
+    )
 
 
 def zero_terminal_snr(alphas_cumprod: torch.Tensor) -> torch.Tensor:
