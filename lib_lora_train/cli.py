@@ -277,6 +277,13 @@ def _open_version(store, args: argparse.Namespace):
     reused); SettingsError naming the ways forward when it holds trained files."""
     if not store.has_version(args.project, args.version):
         return store.create_version(args.project, args.version)
+    return _reusable_version(store, args)
+
+
+def _reusable_version(store, args: argparse.Namespace):
+    """The existing version of that name if nothing was trained in it (None if there is none); SettingsError else."""
+    if not store.has_version(args.project, args.version):
+        return None
     version = store.version(args.project, args.version)
     trained = [p for _, p in version.list_checkpoints()] + version.list_partial()
     if trained or read_resume_point_of(version) is not None:
@@ -299,6 +306,7 @@ def read_resume_point_of(version):
 def run_train(args: argparse.Namespace) -> int:
     from lib_lora_train.store.names import StoreError, validate_name
     from lib_lora_train.store.projects import ProjectStore
+    from lib_lora_train.train.preflight import check_environment
 
     # everything is checked before anything is created, so that a retry with the same names just works
     try:
@@ -319,22 +327,32 @@ def run_train(args: argparse.Namespace) -> int:
         else:
             settings = settings_from_args(args)
             check_dataset(args.dataset)
+            version = None
+            _reusable_version(store, args)
+        check_environment(settings, args.dataset if not args.resume else version.dataset)
         check_base(args.base)
         device = check_device(args.device)
-        if not args.resume:
-            version = _open_version(store, args)
-            version.snapshot_dataset(args.dataset)
-        version.save_settings(settings)
     except (SettingsError, StoreError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    return _train_in_store(args, settings, version, device)
+    return _train_in_store(args, settings, store, version, device)
 
 
-def _train_in_store(args: argparse.Namespace, settings: TrainSettings, version, device) -> int:
+def _prepare_version(args: argparse.Namespace, settings: TrainSettings, store, version):
+    """Once the model has passed ``check_model``: the version folder (new or reused), its dataset and config."""
+    if version is None:
+        version = _open_version(store, args)
+        version.snapshot_dataset(args.dataset)
+    version.save_settings(settings)
+    return version
+
+
+def _train_in_store(args: argparse.Namespace, settings: TrainSettings, store, version, device) -> int:
     import torch
 
     from lib_lora_train.hosts.diffusers_host import DiffusersHost
+    from lib_lora_train.store.names import StoreError
+    from lib_lora_train.train.preflight import check_model
     from lib_lora_train.train.runner import train_version
 
     dtype = (
@@ -356,6 +374,12 @@ def _train_in_store(args: argparse.Namespace, settings: TrainSettings, version, 
             args.base, device=device, dtype=dtype, on_event=printer, stop_requested=lambda: stop["requested"]
         )
         host.events = _NoHistory()
+        try:
+            check_model(settings, host.model_parts())
+            version = _prepare_version(args, settings, store, version)
+        except (SettingsError, StoreError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
         result = train_version(host, settings, version, resume=args.resume)
     except (FileNotFoundError, RuntimeError, OSError, ValueError) as exc:
         printer.close()

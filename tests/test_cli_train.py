@@ -200,15 +200,16 @@ def test_a_base_that_is_not_a_model_is_named_before_anything_is_created(tmp_path
     assert _nothing_created(tmp_path)
 
 
-def test_a_missing_dataset_creates_nothing_and_a_failed_run_can_be_retried(tmp_path, tiny_base, capsys, monkeypatch):
+def test_a_missing_dataset_or_package_creates_nothing_and_a_failed_run_can_be_retried(tmp_path, tiny_base, capsys, monkeypatch):
     import sys
 
     assert main(_argv(tmp_path, tiny_base, dataset=tmp_path / "nope")) == 2
     assert "the dataset folder does not exist" in capsys.readouterr().err and _nothing_created(tmp_path)
-    monkeypatch.setitem(sys.modules, "lion_pytorch", None)  # the optimiser's package is missing: the run fails
-    assert main(_argv(tmp_path, tiny_base, "--optimizer", "lion")) == 1
+    monkeypatch.setitem(sys.modules, "lion_pytorch", None)  # the optimiser's package is missing: refused at once
+    assert main(_argv(tmp_path, tiny_base, "--optimizer", "lion")) == 2
     out = capsys.readouterr()
-    assert (out.out + out.err).count("needs the package") == 1  # said once, not twice
+    assert (out.out + out.err).count("needs the package 'lion-pytorch'") == 1  # said once, not twice
+    assert _nothing_created(tmp_path)  # refused before a version folder was made
     assert main(_argv(tmp_path, tiny_base)) == 0  # the same --version again: the failed run is reused
     assert main(_argv(tmp_path, tiny_base)) == 2  # now it holds a trained run: refused, saying what to do
     err = capsys.readouterr().err
@@ -273,3 +274,19 @@ def test_help_describes_every_option_and_shows_defaults_readably(capsys):
     for name in ("keep-tokens", "bucket-step", "comment", "output-name"):
         block = text.split(f"--{name}", 1)[1].split("\n  --", 1)[0]
         assert len(block.split()) > 4, f"--{name} only repeats its name: {block!r}"
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (("--rank", "512"), "rank: 512 is larger than the layer lora_unet."),
+        (("--reg-data-dir", "/nowhere/reg"), "reg_data_dir: /nowhere/reg: the folder does not exist"),
+        (("--masked-loss", "--mask-dir", "/nowhere/masks"), "mask_dir: /nowhere/masks: the folder does not exist"),
+        (("--network-weights", "/nowhere/x.safetensors"), "no such LoRA file"),
+    ],
+)
+def test_settings_that_cannot_work_are_refused_before_a_version_exists(tmp_path, tiny_base, capsys, extra, message):
+    assert main(_argv(tmp_path, tiny_base, *extra)) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("error:") == 1
+    assert not (tmp_path / "outputs" / "demo").exists()

@@ -24,6 +24,7 @@ from lib_lora_train.train.loop import LoopContext, run_loop
 from lib_lora_train.train.noise import derived_seed
 from lib_lora_train.train.optimizers import build_optimizer
 from lib_lora_train.train.precision import fast_kernels, make_scaler, resolve_precision
+from lib_lora_train.train.preflight import check_environment, check_model
 from lib_lora_train.train.runlog import run_log
 from lib_lora_train.train.saving import render_and_save_samples, sample_requests, save_checkpoint
 from lib_lora_train.train.schedulers import build_scheduler
@@ -79,6 +80,8 @@ def _train(host, settings, version, dataset_dir, resume, result: TrainResult) ->
     for problem in scan.problems:
         _report_problem(host, problem)
     parts = host.model_parts()
+    check_environment(settings, root)
+    check_model(settings, parts)  # before a single module of the host is touched
     train_unet, train_te = settings.unet_lr > 0, settings.te_lr > 0
     precision = resolve_precision(settings.mixed_precision, parts.device, parts.weight_dtype)
     if precision.note:

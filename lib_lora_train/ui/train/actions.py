@@ -90,6 +90,10 @@ def start_job(runner: JobRunner, store, project: str, version: str, folder: str,
         return False, "Pick or create a project and a version first."
     folder = (folder or "").strip()
     try:
+        from lib_lora_train.train.preflight import check_environment
+
+        existing = store.version(project, version).dataset if store.has_version(project, version) else None
+        check_environment(settings, folder or existing)  # before the version folder is made
         paths = store.version(project, version) if store.has_version(project, version) else None
         if paths is None:
             paths = store.create_version(project, version)

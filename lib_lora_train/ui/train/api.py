@@ -140,8 +140,11 @@ def build_router(*, jobs: JobRunner, store_factory: Callable[[], Any], fingerpri
     def start_training(request: TrainRequest):
         """Create the version if needed, snapshot the dataset, save the settings and start training. Answers at once;
         poll ``/status``. 409 while another job runs, 422 for a bad setting, 400 for a bad name or folder."""
+        from lib_lora_train.train.preflight import check_environment
+
         try:
             settings = TrainSettings.from_dict(request.settings)
+            check_environment(settings, request.dataset or None)  # before the version folder is made
         except SettingsError as exc:
             raise HTTPException(422, detail={"field": exc.field, "message": str(exc)}) from None
         dataset = Path(request.dataset).expanduser() if request.dataset else None

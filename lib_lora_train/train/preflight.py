@@ -1,0 +1,72 @@
+"""Checks that refuse a run that cannot work before anything changes: no version folder, no model loaded or
+touched. ``check_environment`` needs only the settings (and the dataset folder); ``check_model`` needs the model's
+parts but runs before a single module is changed. Each raises ``SettingsError`` naming the setting and the fix.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+from lib_lora_train.settings import SettingsError
+from lib_lora_train.train.optimizers import OPTIONAL
+
+
+def check_environment(settings, dataset_dir: str | Path | None = None) -> None:
+    """Packages, folders and files the settings name."""
+    if settings.optimizer in OPTIONAL:
+        module, package = OPTIONAL[settings.optimizer]
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except (ImportError, ValueError):  # a broken install, or a module set to None in sys.modules
+            found = False
+        if not found:
+            raise SettingsError(
+                "optimizer", f"{settings.optimizer} needs the package {package!r}: pip install {package}, or choose adamw"
+            )
+    if settings.reg_data_dir.strip():
+        from lib_lora_train.dataset.reg_images import scan_reg_images
+
+        try:
+            scan_reg_images(settings.reg_data_dir, caption_extension=settings.caption_extension,
+                            default_repeats=settings.default_repeats)  # fmt: skip
+        except (FileNotFoundError, ValueError) as exc:
+            raise SettingsError("reg_data_dir", str(exc).removeprefix("reg_data_dir ")) from None
+    if settings.masked_loss and settings.mask_dir.strip() and dataset_dir is not None:
+        from lib_lora_train.dataset.masks import MaskError, check_masks
+        from lib_lora_train.images import iter_image_files
+
+        try:
+            check_masks(list(iter_image_files(Path(dataset_dir))), settings.mask_dir)
+        except MaskError as exc:
+            raise SettingsError("mask_dir", str(exc).removeprefix("mask_dir ")) from None
+    if settings.network_weights.strip() and not Path(settings.network_weights).is_file():
+        raise SettingsError(
+            "network_weights", f"{settings.network_weights}: no such LoRA file; give the path of a .safetensors LoRA"
+        )
+
+
+def check_model(settings, parts) -> None:
+    """What depends on the model: a rank above the smaller side of a layer it would adapt."""
+    import torch
+
+    from lib_lora_train.lora_format.keys import unet_target_modules
+
+    if settings.network in ("lora", "locon", "loha") and settings.unet_lr > 0:
+        network = "lora" if settings.network == "lora" else "locon"
+        modules = dict(parts.unet.module.named_modules())
+        for path in unet_target_modules(parts.unet, network):
+            layer = getattr(modules[path], "base_layer", modules[path])
+            if isinstance(layer, torch.nn.Linear):
+                side, rank, name = min(layer.in_features, layer.out_features), settings.rank, "rank"
+            elif isinstance(layer, torch.nn.Conv2d):
+                spatial = tuple(layer.kernel_size) != (1, 1)
+                side = min(layer.in_channels * layer.kernel_size[0] * layer.kernel_size[1], layer.out_channels)
+                rank, name = (settings.conv_rank, "conv_rank") if spatial else (settings.rank, "rank")
+            else:
+                continue
+            if rank > side and not settings.block_dims.strip():
+                raise SettingsError(
+                    name, f"{rank} is larger than the layer {parts.unet.prefix}.{path} ({side} wide) of this "
+                    f"{parts.arch.upper()} model; use {name} {side} or less",
+                )  # fmt: skip
