@@ -11,6 +11,8 @@ import torch.nn.functional as F
 
 from lib_lora_train.train.noise import snr
 
+HUBER_TYPES = ("huber", "smooth_l1")  # the loss types that take a Huber threshold
+
 
 def huber_c(schedule: str, c: float, timesteps: torch.Tensor, alphas_cumprod: torch.Tensor) -> torch.Tensor:
     """The Huber threshold per sample (shape (B,)): constant ``c``; ``exponential`` decays from 1 at t=0 to ``c`` at

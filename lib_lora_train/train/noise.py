@@ -44,11 +44,12 @@ def per_row(generator: Generators, rows: int, draw: Callable[[int, torch.Generat
     return torch.cat([draw(1, g) for g in generator])
 
 
-def sample_timesteps(batch: int, num_train_timesteps: int, generator: Generators) -> torch.Tensor:
-    """Uniform integer timesteps in [0, num_train_timesteps), shape (batch,), int64 on the CPU."""
-    return per_row(
-        generator, batch, lambda n, g: torch.randint(0, num_train_timesteps, (n,), generator=g, dtype=torch.long)
-    )
+def sample_timesteps(
+    batch: int, num_train_timesteps: int, generator: Generators, low: int = 0, high: int | None = None
+) -> torch.Tensor:
+    """Uniform integer timesteps in [low, high) (default [0, num_train_timesteps)), shape (batch,), int64 on the CPU."""
+    high = num_train_timesteps if high is None else high
+    return per_row(generator, batch, lambda n, g: torch.randint(low, high, (n,), generator=g, dtype=torch.long))
 
 
 def make_noise(shape: tuple[int, ...], generator: Generators, noise_offset: float = 0.0) -> torch.Tensor:
