@@ -328,8 +328,17 @@ def test_tag_editor_edits_and_saves(ui, host, flow):
 # --- Train Tools -------------------------------------------------------------------------------------------------
 
 
-def _form(ui: Gradio, tab, values: dict) -> None:
+def _open_advanced(ui: Gradio, tab) -> None:
+    """The Advanced accordion and every topic folded inside it."""
+    from lib_lora_train.ui.train.actions import advanced_groups
+
     ui.accordion(tab, "Advanced", True)
+    for title in advanced_groups():
+        ui.accordion(tab, title, True)
+
+
+def _form(ui: Gradio, tab, values: dict) -> None:
+    _open_advanced(ui, tab)
     for name, value in values.items():
         ui.fill(tab, value, elem_id=f"{TT}_{name}")
 
@@ -653,7 +662,7 @@ def test_fields_start_empty(ui, host):
 def test_train_form_widgets(ui, host):
     """Numbers are number fields and switches check boxes (not free text with "True" in it)."""
     tab = ui.tab(TT)
-    ui.accordion(tab, "Advanced", True)
+    _open_advanced(ui, tab)
     ui.shot("train-form-widgets")
     for name in ("rank", "epochs", "unet_lr", "resolution", "min_bucket_side"):
         box = ui.page.locator(f"#{TT}_{name} input")

@@ -57,3 +57,10 @@ def test_repeats_rename_snapshot_folders(tmp_path):
     assert apply_repeats(tmp_path, {"alice": 3, "extra": 5}) == ["3_alice", "5_extra"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["3_alice", "5_extra", "keep"]
     assert split_repeat_folder("3_alice") == (3, "alice") and split_repeat_folder("x") == (None, "x")
+
+
+def test_regularisation_images_double_the_steps_but_not_the_advice():
+    plain = plan_steps([FolderPlan("alice", 20, 15)], batch_size=2, epochs=10)
+    with_reg = plan_steps([FolderPlan("alice", 20, 15)], batch_size=2, epochs=10, reg_images=50)
+    assert with_reg.reg_per_epoch == 300 and with_reg.steps_per_epoch == 2 * plain.steps_per_epoch
+    assert with_reg.total_steps == 2 * plain.total_steps and with_reg.advice == plain.advice

@@ -97,3 +97,23 @@ def test_the_step_calculator_reads_the_tables_dataframe():
     table = pd.DataFrame([["2_alice", 5, 2], ["1_bob", 3, 1]], columns=["folder", "images", "repeats"])
     assert "**13** images × repeats per epoch" in act.step_summary(table, 1, 2, 1, 0)
     assert act.repeats_by_folder(table) == {"alice": 2, "bob": 1}
+
+
+def test_every_setting_is_in_the_form_exactly_once():
+    shown = list(act.BASIC) + [name for names in act.advanced_groups().values() for name in names]
+    assert sorted(shown) == sorted(act.FIELD_NAMES)
+    assert "Other" not in act.advanced_groups()  # every field has its topic
+
+
+def test_step_summary_reports_regularisation_samples_separately(tmp_path):
+    from PIL import Image
+
+    reg = tmp_path / "reg" / "1_person"
+    reg.mkdir(parents=True)
+    for i in range(3):
+        Image.new("RGB", (8, 8)).save(reg / f"{i}.png")
+    rows = [["alice", 20, 10]]
+    text = act.step_summary(rows, 2, 10, 1, 0, str(tmp_path / "reg"))
+    assert "**200** images × repeats per epoch + **200** regularisation samples (from 3 class images)" in text
+    assert "**200** steps per epoch" in text
+    assert "no class images found" in act.step_summary(rows, 2, 10, 1, 0, str(tmp_path / "none"))

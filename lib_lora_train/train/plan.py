@@ -60,6 +60,7 @@ class StepPlan:
     total_steps: int
     epochs: int
     advice: str
+    reg_per_epoch: int = 0  # regularisation samples mixed in (as many as training samples, kohya's rule)
 
 
 def suggest_repeats(images: int) -> int:
@@ -68,12 +69,17 @@ def suggest_repeats(images: int) -> int:
 
 
 def plan_steps(folders: list[FolderPlan], *, batch_size: int, epochs: int, grad_accum: int = 1,
-               max_steps: int = 0) -> StepPlan:  # fmt: skip
-    """images × repeats × epochs ÷ batch, and whether the per-epoch count sits in the guides' 200–400 band."""
+               max_steps: int = 0, reg_images: int = 0) -> StepPlan:  # fmt: skip
+    """images × repeats × epochs ÷ batch, and whether the per-epoch count sits in the guides' 200–400 band.
+
+    With ``reg_images`` (files in reg_data_dir) every epoch also holds as many regularisation samples as training
+    samples, so it has twice the steps; the band is about the training images only.
+    """
     per_epoch = sum(f.images * f.repeats for f in folders)
     images = sum(f.images for f in folders)
+    reg_per_epoch = per_epoch if reg_images > 0 else 0
     per_step = max(1, batch_size) * max(1, grad_accum)
-    steps_per_epoch = math.ceil(per_epoch / per_step) if per_epoch else 0
+    steps_per_epoch = math.ceil((per_epoch + reg_per_epoch) / per_step) if per_epoch else 0
     if max_steps > 0 and steps_per_epoch:
         total, epochs = max_steps, math.ceil(max_steps / steps_per_epoch)
     else:
@@ -87,7 +93,7 @@ def plan_steps(folders: list[FolderPlan], *, batch_size: int, epochs: int, grad_
         )
     else:
         advice = f"{per_epoch} images per epoch: within the guides' {PER_EPOCH_LOW}-{PER_EPOCH_HIGH}"
-    return StepPlan(per_epoch, steps_per_epoch, total, epochs, advice)
+    return StepPlan(per_epoch, steps_per_epoch, total, epochs, advice, reg_per_epoch)
 
 
 def split_repeat_folder(name: str) -> tuple[int | None, str]:

@@ -18,6 +18,32 @@ CHOICES = S.CHOICES
 BASIC = ("network", "rank", "alpha", "resolution", "epochs", "batch_size", "unet_lr", "te_lr", "save_every",
          "sample_every", "sample_prompts", "seed")  # fmt: skip
 FIELD_NAMES = tuple(f.name for f in dataclasses.fields(TrainSettings))
+# the "Advanced" accordion, folded again by topic so that ~60 options stay findable; a field not named here (a
+# setting added later) lands in "Other", so none is ever unreachable from the form
+ADVANCED_GROUPS = {
+    "Network": ("conv_rank", "conv_alpha", "dora_wd", "network_dropout", "rank_dropout", "module_dropout"),
+    "Continue from a LoRA": ("network_weights", "dim_from_weights"),
+    "Block-wise learning rates and ranks": ("down_lr_weight", "mid_lr_weight", "up_lr_weight", "block_dims",
+                                            "block_alphas", "conv_block_dims", "conv_block_alphas"),
+    "Data, buckets and captions": ("caption_extension", "default_repeats", "enable_buckets", "min_bucket_side",
+                                   "max_bucket_side", "bucket_step", "bucket_no_upscale", "shuffle_tags",
+                                   "keep_tokens", "caption_dropout", "tag_dropout", "flip"),
+    "Regularisation images and masks": ("reg_data_dir", "prior_loss_weight", "masked_loss", "mask_dir"),
+    "Optimiser and schedule": ("max_steps", "grad_accum", "optimizer", "weight_decay", "max_grad_norm",
+                               "lr_scheduler", "lr_warmup", "lr_cycles", "lr_power"),
+    "Noise and loss": ("noise_offset", "min_snr_gamma", "multires_noise_iterations", "multires_noise_discount",
+                       "ip_noise_gamma", "debiased_estimation_loss", "zero_terminal_snr", "v_parameterization",
+                       "loss_type", "huber_schedule", "huber_c", "min_timestep", "max_timestep"),
+    "Precision, memory and saving": ("mixed_precision", "gradient_checkpointing", "cache_latents", "clip_skip",
+                                     "save_precision", "save_state", "sample_steps", "output_name", "comment"),
+}  # fmt: skip
+
+
+def advanced_groups() -> dict[str, tuple[str, ...]]:
+    """ADVANCED_GROUPS plus "Other" for any field that is neither basic nor grouped."""
+    grouped = {name for names in ADVANCED_GROUPS.values() for name in names} | set(BASIC)
+    rest = tuple(name for name in FIELD_NAMES if name not in grouped)
+    return {**ADVANCED_GROUPS, **({"Other": rest} if rest else {})}
 # "int", "float", "bool", "str", "list[str]": what each field's form widget is (str(int) would be "<class 'int'>")
 FIELD_TYPES = {name: hint.__name__ if isinstance(hint, type) else str(hint)
                for name, hint in get_type_hints(TrainSettings).items()}  # fmt: skip
@@ -56,7 +82,7 @@ def scan_folders(folder: str, default_repeats: int = 1) -> list[list[Any]]:
 
 
 def step_summary(rows: list[list[Any]], batch_size: float, epochs: float, grad_accum: float = 1,
-                 max_steps: float = 0) -> str:  # fmt: skip
+                 max_steps: float = 0, reg_data_dir: str = "") -> str:  # fmt: skip
     """The live step calculator's text."""
     folders = []
     for row in table_rows(rows):
@@ -64,12 +90,28 @@ def step_summary(rows: list[list[Any]], batch_size: float, epochs: float, grad_a
             folders.append(FolderPlan(str(row[0]), int(row[1]), max(1, int(row[2]))))
         except (TypeError, ValueError, IndexError):
             continue
+    reg_images = _count_reg_images(reg_data_dir)
     plan = plan_steps(folders, batch_size=int(batch_size or 1), epochs=int(epochs or 1),
-                      grad_accum=int(grad_accum or 1), max_steps=int(max_steps or 0))  # fmt: skip
+                      grad_accum=int(grad_accum or 1), max_steps=int(max_steps or 0),
+                      reg_images=reg_images)  # fmt: skip
+    reg = ""
+    if plan.reg_per_epoch:
+        reg = f" + **{plan.reg_per_epoch}** regularisation samples (from {reg_images} class images)"
+    elif (reg_data_dir or "").strip():
+        reg = " (no class images found in reg_data_dir)"
     return (
-        f"**{plan.per_epoch_images}** images × repeats per epoch → **{plan.steps_per_epoch}** steps per epoch, "
+        f"**{plan.per_epoch_images}** images × repeats per epoch{reg} → **{plan.steps_per_epoch}** steps per epoch, "
         f"**{plan.total_steps}** steps over {plan.epochs} epochs. {plan.advice}."
     )
+
+
+def _count_reg_images(folder: str) -> int:
+    from lib_lora_train.images import iter_image_files
+
+    path = Path((folder or "").strip()).expanduser()
+    if not str(folder or "").strip() or not path.is_dir():
+        return 0
+    return sum(1 for _ in iter_image_files(path))
 
 
 def repeats_by_folder(rows: list[list[Any]]) -> dict[str, int]:

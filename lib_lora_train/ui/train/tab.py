@@ -89,10 +89,11 @@ def build_train_tab() -> gr.Blocks:
         with gr.Row():
             for name in act.BASIC:
                 fields[name] = _component(name, values[name])
-        with gr.Accordion("Advanced", open=False):
-            for name in act.FIELD_NAMES:
-                if name not in act.BASIC:
-                    fields[name] = _component(name, values[name])
+        with gr.Accordion("Advanced", open=False, elem_id=f"{P}_advanced"):
+            for title, names in act.advanced_groups().items():
+                with gr.Accordion(title, open=False):
+                    for name in names:
+                        fields[name] = _component(name, values[name])
         inputs = [fields[n] for n in act.FIELD_NAMES]
         with gr.Row():
             start = gr.Button("Start training", variant="primary", elem_id=f"{P}_start")
@@ -190,7 +191,8 @@ def build_train_tab() -> gr.Blocks:
                          [project, version, store_msg])  # fmt: skip
         from_editor.click(_tag_editor_folder, [], [folder])
         scan.click(do_scan, [folder, fields["default_repeats"]], [repeats])
-        calc_inputs = [repeats, fields["batch_size"], fields["epochs"], fields["grad_accum"], fields["max_steps"]]
+        calc_inputs = [repeats, fields["batch_size"], fields["epochs"], fields["grad_accum"], fields["max_steps"],
+                       fields["reg_data_dir"]]  # fmt: skip
         for component in calc_inputs:
             component.change(act.step_summary, calc_inputs, [calculator])
         apply_preset.click(do_preset, [preset, *inputs], inputs)
