@@ -90,3 +90,17 @@ def test_masked_loss_from_alpha_names_the_images_without_transparency(pipe, tmp_
     assert result.final_loss == pytest.approx(plain.final_loss, rel=1e-5)  # opaque images train everywhere
     lines = [e.message for e in host.events if e.kind == "log" and "masked loss" in (e.message or "")]
     assert lines and "2 have no transparency and train everywhere" in lines[0]
+
+
+def test_every_step_reports_the_memory_in_use(pipe, tmp_path, dataset):
+    from lib_lora_train.train.memory import device_memory
+    from lib_lora_train.ui.train.actions import status_markdown
+    from lib_lora_train.ui.train.jobs import JobStatus
+
+    use = device_memory(pipe.device)
+    assert use.kind == "RAM" and 0 < use.allocated < use.total
+    _, host = _run(pipe, tmp_path, dataset, "memory")
+    steps = [e for e in host.events if e.kind == "step"]
+    assert steps and all(e.memory.startswith("RAM ") and e.memory.endswith(" GiB") for e in steps)
+    line = status_markdown(JobStatus(state="running", project="p", version="v", step=1, total=2, memory=steps[0].memory))
+    assert steps[0].memory in line

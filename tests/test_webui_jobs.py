@@ -125,3 +125,52 @@ def test_a_fresh_run_moves_the_previous_runs_files_to_the_trash_and_unpublishes_
     assert any("moved to" in line for line in runner.status().log)
     runner.start(TrainJob("alice", "v1", TrainSettings(), None, resume=True))  # a resume keeps them
     assert runner.wait(10) and cleared == ["v1"]
+
+
+class Checkpoints:
+    """A host's checkpoint list and loader, recording what was loaded when (and what training saw)."""
+
+    def __init__(self, loaded="a.safetensors"):
+        self.loaded, self.history, self.trained_on = loaded, [], []
+
+    def switch(self, name):
+        self.history.append(name)
+        self.loaded = name
+        return name
+
+
+def _switching_runner(tmp_path, models, fail=False):
+    store = ProjectStore(tmp_path / "train_tools")
+    train = fake_train(fail=fail)
+
+    def train_fn(host, settings, paths, **kwargs):
+        models.trained_on.append(models.loaded)
+        return train(host, settings, paths, **kwargs)
+
+    runner = JobRunner(make_host=FakeHost, store_factory=lambda: store, train_fn=train_fn,
+                       loaded_model=lambda: models.loaded, switch_model=models.switch)  # fmt: skip
+    return runner
+
+
+@pytest.mark.parametrize("fail", [False, True])
+def test_a_job_trains_on_its_base_model_and_loads_the_previous_one_back(tmp_path, fail):
+    models = Checkpoints()
+    runner = _switching_runner(tmp_path, models, fail)
+    runner.start(TrainJob("alice", "v1", TrainSettings(), make_dataset(tmp_path / "data"), base_model="b.ckpt"))
+    assert runner.wait(10)
+    assert runner.status().state == ("error" if fail else "done")
+    assert models.trained_on == ["b.ckpt"] and models.history == ["b.ckpt", "a.safetensors"]
+    assert models.loaded == "a.safetensors"  # back on every exit path
+    assert any("loading a.safetensors back" in line for line in runner.status().log)
+
+
+def test_a_job_can_leave_its_base_model_loaded_and_the_loaded_one_is_not_reloaded(tmp_path):
+    models = Checkpoints()
+    runner = _switching_runner(tmp_path, models)
+    dataset = make_dataset(tmp_path / "data")
+    runner.start(TrainJob("alice", "v1", TrainSettings(), dataset, base_model="b.ckpt", restore_model=False))
+    assert runner.wait(10)
+    assert models.history == ["b.ckpt"] and models.loaded == "b.ckpt"
+    runner.start(TrainJob("alice", "v2", TrainSettings(), dataset, base_model="b.ckpt"))
+    assert runner.wait(10)
+    assert models.history == ["b.ckpt"]  # already loaded: no switch, nothing to load back

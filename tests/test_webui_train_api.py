@@ -100,3 +100,11 @@ def test_api_auth_protects_every_route(tmp_path):
 def test_credentials_parse_like_the_webui_flag():
     assert parse_credentials("a:1, b:2:3") == {"a": "1", "b": "2:3"}
     assert basic_auth_dependency("") is None and basic_auth_dependency(None) is None
+
+
+def test_a_base_model_the_host_cannot_switch_to_is_422_before_anything_is_made(api, tmp_path):
+    body = {"project": "alice", "version": "other-model", "dataset": str(api.dataset), "base_model": "xl.safetensors"}
+    answer = api.post("/train-tools/v1/train", json=body)
+    assert answer.status_code == 422 and answer.json()["detail"]["field"] == "base_model"
+    assert "loaded model only" in answer.json()["detail"]["message"]
+    assert not (tmp_path / "train_tools" / "alice").exists()

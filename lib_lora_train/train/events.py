@@ -24,6 +24,7 @@ class ProgressEvent:
     eta_s: float | None = None
     message: str = ""
     path: str = ""
+    memory: str = ""  # e.g. "GPU 3.1 / 4.0 of 24.0 GiB (allocated / reserved)" (train.memory)
 
 
 class ProgressMeter:

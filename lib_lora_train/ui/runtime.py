@@ -212,6 +212,25 @@ class UIRuntime:
     def model_line(self) -> str:
         return ""
 
+    # --- training on another checkpoint (Train Tools' "Base model"); called with the GPU held --------------------
+
+    def checkpoint_choices(self) -> list[str]:
+        """The host's checkpoints a version may train on; [] where the host cannot switch under a job (the
+        standalone app switches with its page's model picker instead)."""
+        return []
+
+    def loaded_checkpoint(self) -> str:
+        """The name of the loaded checkpoint, as ``checkpoint_choices`` spells it ("" when none is loaded)."""
+        return self.current_model() or ""
+
+    def find_checkpoint(self, name: str) -> str | None:
+        """``name`` (a full or short name) as ``checkpoint_choices`` spells it; None when there is no such model."""
+        return name if name in self.checkpoint_choices() else None
+
+    def switch_checkpoint(self, name: str) -> str:
+        """Load ``name`` with the host's own loader, in place of the loaded model (never beside it); its name."""
+        raise NoModelError("this app switches models with the picker at the top of the page; leave base model empty")
+
     def set_options(self, values: dict[str, Any]) -> None:
         """Save our options (a host with its own Settings page saves them there)."""
         raise NoModelError("this host keeps our options in its own Settings")

@@ -77,8 +77,24 @@ def jobs() -> JobRunner:
     with _runner_lock:
         if _runner is None:
             _runner = JobRunner(make_host=_make_host, store_factory=store, after_done=publish,
-                                waiting=lambda: current().queue_wait_message(), before_clear=unpublish_version)  # fmt: skip
+                                waiting=lambda: current().queue_wait_message(), before_clear=unpublish_version,
+                                loaded_model=lambda: current().loaded_checkpoint(),
+                                switch_model=lambda name: current().switch_checkpoint(name))  # fmt: skip
         return _runner
+
+
+def resolve_base_model(name: str | None) -> str:
+    """The checkpoint a job asks to train on, as the host names it ("" = the loaded one); ValueError if unknown."""
+    name = (name or "").strip()
+    if not name:
+        return ""
+    runtime = current()
+    if not runtime.checkpoint_choices():
+        raise ValueError("this host trains on the loaded model only; load the model first and leave base model empty")
+    found = runtime.find_checkpoint(name)
+    if found is None:
+        raise ValueError(f"base model {name!r} is not one of the host's checkpoints; refresh the list or pick another")
+    return found
 
 
 def host_fingerprint(live: bool = False) -> dict:

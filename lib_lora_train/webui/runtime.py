@@ -114,6 +114,34 @@ class WebUIRuntime(UIRuntime):
             return "sdxl"
         return "sd2" if getattr(model, "is_sd2", False) else "sd1"
 
+    def checkpoint_choices(self) -> list[str]:
+        from modules import sd_models
+
+        return list(sd_models.checkpoint_tiles())
+
+    def loaded_checkpoint(self) -> str:
+        from modules import shared
+
+        info = getattr(shared.sd_model, "sd_checkpoint_info", None)
+        return info.title if info is not None else ""
+
+    def find_checkpoint(self, name: str) -> str | None:
+        from modules import sd_models
+
+        info = sd_models.get_closet_checkpoint_match(name)  # full title, file name or hash, as the WebUI matches
+        return info.title if info is not None else None
+
+    def switch_checkpoint(self, name: str) -> str:
+        """The WebUI's own loader swaps the weights in place (and records the choice in its settings, as picking it
+        in the checkpoint dropdown does); not through the option's onchange, which would queue behind our lock."""
+        from modules import sd_models
+
+        info = sd_models.get_closet_checkpoint_match(name)
+        if info is None:
+            raise ValueError(f"no checkpoint {name!r} in the WebUI's list; refresh the list or pick another")
+        sd_models.reload_model_weights(info=info)
+        return self.loaded_checkpoint()
+
     def make_training_host(self, stop_event, listener, task_id):
         from lib_lora_train.webui.host_adapter import WebUIHost, live_webui
 

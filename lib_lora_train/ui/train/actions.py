@@ -126,8 +126,11 @@ def repeats_by_folder(rows: list[list[Any]]) -> dict[str, int]:
 
 
 def start_job(runner: JobRunner, store, project: str, version: str, folder: str, rows, settings: TrainSettings,
-              *, task_id: str | None = None) -> tuple[bool, str]:  # fmt: skip
-    """Snapshot the dataset with the table's repeats and start training; (started, a message for the status)."""
+              *, task_id: str | None = None, base_model: str = "", restore_model: bool = True
+              ) -> tuple[bool, str]:  # fmt: skip
+    """Snapshot the dataset with the table's repeats and start training; (started, a message for the status).
+
+    ``base_model`` is already resolved (``services.resolve_base_model``); "" trains on the loaded model."""
     if not project or not version:
         return False, "Pick or create a project and a version first."
     folder = (folder or "").strip()
@@ -144,14 +147,15 @@ def start_job(runner: JobRunner, store, project: str, version: str, folder: str,
         repeats = repeats_by_folder(rows)
         if repeats and paths.dataset.is_dir():
             apply_repeats(paths.dataset, repeats)
-        runner.start(TrainJob(project, version, settings, None), task_id=task_id)
+        job = TrainJob(project, version, settings, None, base_model=base_model, restore_model=restore_model)
+        runner.start(job, task_id=task_id)
     except (JobBusy, SettingsError, ValueError, OSError) as exc:
         return False, f"Not started: {exc}"
     return True, f"Training {project}/{version}…"
 
 
 def status_markdown(status: JobStatus) -> str:
-    """One status line: state, step/total, epoch, loss, speed and ETA, last message."""
+    """One status line: state, step/total, epoch, loss, speed, ETA and memory, last message."""
     if status.state == "idle":
         return "No training job has run since the WebUI started."
     parts = [f"**{status.state}** {status.project}/{status.version}", f"step {status.step}/{status.total}",
@@ -162,6 +166,8 @@ def status_markdown(status: JobStatus) -> str:
         parts.append(f"{status.it_per_s:.2f} it/s")
     if status.eta_s and status.state == "running":
         parts.append(f"ETA {int(status.eta_s) // 60}:{int(status.eta_s) % 60:02d}")
+    if status.memory and status.state == "running":
+        parts.append(status.memory)
     text = " · ".join(parts)
     if status.total:  # a bar of its own, so that progress shows on hosts without the WebUI's progress bar too
         done = min(status.step, status.total) / status.total

@@ -30,6 +30,11 @@ class TrainRequest(BaseModel):
     settings: dict[str, Any] = Field(
         default_factory=dict, description="training settings by CLI name", example={"rank": 16, "epochs": 10}
     )
+    base_model: Optional[str] = Field(
+        None, description="train on this checkpoint of the host (its title, file name or hash) instead of the loaded "
+        "one; the host's own loader switches to it", example="v1-5-pruned-emaonly.safetensors",
+    )  # fmt: skip
+    restore_model: bool = Field(True, description="with base_model: load the previous checkpoint back afterwards")
     resume: bool = Field(False, description="continue from the version's saved training state")
 
 
@@ -46,6 +51,7 @@ class JobStatusModel(BaseModel):
     loss_avg: Optional[float] = None
     it_per_s: Optional[float] = None
     eta_s: Optional[float] = None
+    memory: str = Field("", description="memory in use: GPU allocated / reserved of total, or the process's RAM")
     message: str = ""
     checkpoints: list[str] = Field(default_factory=list, description="checkpoint files written by this job")
     published: list[str] = Field(default_factory=list, description="their copies/links in the LoRA folder")
@@ -116,6 +122,12 @@ def project_models(store) -> list[ProjectModel]:
     return projects
 
 
+def _loaded_model_only(name: str | None) -> str:
+    if name:
+        raise ValueError("this host trains on the loaded model only; leave base_model empty")
+    return ""
+
+
 def fingerprint_model(parts: dict) -> FingerprintModel:
     """Wrap ``model_state.fingerprint`` output; ``digest`` combines every part."""
     digest = hashlib.sha256(repr(sorted((k, vars(v)) for k, v in parts.items())).encode()).hexdigest()
@@ -123,9 +135,12 @@ def fingerprint_model(parts: dict) -> FingerprintModel:
 
 
 def build_router(*, jobs: JobRunner, store_factory: Callable[[], Any], fingerprint_fn: Callable[[], dict] | None,
-                 auth_dependency: Callable | None) -> APIRouter:  # fmt: skip
-    """The routes, with ``auth_dependency`` (basic auth for ``--api-auth``) on every one of them."""
+                 auth_dependency: Callable | None, resolve_model: Callable[[str | None], str] | None = None
+                 ) -> APIRouter:  # fmt: skip
+    """The routes, with ``auth_dependency`` (basic auth for ``--api-auth``) on every one of them; ``resolve_model``
+    names a request's base model as the host does (ValueError when it has none of that name)."""
     router = APIRouter(prefix=PREFIX, tags=["LoRA Train Tools"])
+    resolve_model = resolve_model or _loaded_model_only
     deps = [Depends(auth_dependency)] if auth_dependency else []
 
     def status_model(history: bool) -> JobStatusModel:
@@ -150,7 +165,12 @@ def build_router(*, jobs: JobRunner, store_factory: Callable[[], Any], fingerpri
         dataset = Path(request.dataset).expanduser() if request.dataset else None
         if dataset is not None and not dataset.is_dir():
             raise HTTPException(400, detail=f"{dataset}: dataset folder not found; pass a folder of images")
-        job = TrainJob(request.project, request.version, settings, dataset, request.resume)
+        try:
+            base_model = resolve_model(request.base_model)
+        except ValueError as exc:
+            raise HTTPException(422, detail={"field": "base_model", "message": str(exc)}) from None
+        job = TrainJob(request.project, request.version, settings, dataset, request.resume, base_model,
+                       request.restore_model)  # fmt: skip
         try:
             jobs.start(job)
         except JobBusy as exc:
@@ -186,12 +206,12 @@ def build_router(*, jobs: JobRunner, store_factory: Callable[[], Any], fingerpri
 
 
 def mount_train_api(app: FastAPI, *, jobs: JobRunner, store_factory: Callable[[], Any],
-                    fingerprint_fn: Callable[[], dict] | None = None, auth_dependency: Callable | None = None) -> None:  # fmt: skip
+                    fingerprint_fn: Callable[[], dict] | None = None, auth_dependency: Callable | None = None,
+                    resolve_model: Callable[[str | None], str] | None = None) -> None:  # fmt: skip
     """Add the Train Tools routes to the host's FastAPI app."""
     app.include_router(
-        build_router(
-            jobs=jobs, store_factory=store_factory, fingerprint_fn=fingerprint_fn, auth_dependency=auth_dependency
-        )
+        build_router(jobs=jobs, store_factory=store_factory, fingerprint_fn=fingerprint_fn,
+                     auth_dependency=auth_dependency, resolve_model=resolve_model)  # fmt: skip
     )
 
 
@@ -200,4 +220,4 @@ def mount_default_train_api(app: FastAPI, auth_dependency: Callable | None = Non
     from lib_lora_train.ui import services
 
     mount_train_api(app, jobs=services.jobs(), store_factory=services.store, fingerprint_fn=services.host_fingerprint,
-                    auth_dependency=auth_dependency)  # fmt: skip
+                    auth_dependency=auth_dependency, resolve_model=services.resolve_base_model)  # fmt: skip

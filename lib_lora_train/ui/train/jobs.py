@@ -40,6 +40,10 @@ class TrainJob:
     settings: TrainSettings
     dataset: Path | None = None
     resume: bool = False
+    # train on another of the host's checkpoints ("" = the loaded one), switched by the host's own loader; the
+    # user's model is loaded back afterwards unless restore_model is False
+    base_model: str = ""
+    restore_model: bool = True
 
 
 @dataclass
@@ -58,6 +62,7 @@ class JobStatus:
     loss_avg: float | None = None
     it_per_s: float | None = None
     eta_s: float | None = None
+    memory: str = ""
     message: str = ""
     checkpoints: list[str] = field(default_factory=list)
     published: list[str] = field(default_factory=list)
@@ -88,10 +93,16 @@ class JobRunner:
 
     def __init__(self, *, make_host: HostFactory, store_factory: Callable[[], Any], train_fn: TrainFn | None = None,
                  after_done: AfterDone | None = None, waiting: Callable[[], str] | None = None,
-                 before_clear: Callable[[Any], Any] | None = None):  # fmt: skip
+                 before_clear: Callable[[Any], Any] | None = None,
+                 loaded_model: Callable[[], str] | None = None,
+                 switch_model: Callable[[str], str] | None = None):  # fmt: skip
         """``waiting`` says what a started job waits for before its first step (the host's queue, its device);
-        ``before_clear(version)`` runs before an earlier run's files are trashed (to unpublish them)."""
+        ``before_clear(version)`` runs before an earlier run's files are trashed (to unpublish them);
+        ``loaded_model()`` names the host's loaded checkpoint and ``switch_model(name)`` loads one (returning its
+        full name), both called with the GPU held, for ``TrainJob.base_model``."""
         self.before_clear = before_clear
+        self.loaded_model = loaded_model
+        self.switch_model = switch_model
         self.make_host = make_host
         self.waiting = waiting or (lambda: "queued: waiting for the model to be free")
         self.store_factory = store_factory
@@ -171,6 +182,25 @@ class JobRunner:
         self._notes = [] if job.resume else self._clear_previous_run(store, paths)
         return paths
 
+    def _on_base_model(self, job: TrainJob, train: Callable[[], Any]) -> Any:
+        """``train()`` on the job's base model: switched to first (with the GPU held, so no generation sees the
+        switch) and, unless the job says otherwise, the previous model loaded back on every exit path."""
+        if not job.base_model:
+            return train()
+        if self.switch_model is None or self.loaded_model is None:
+            raise ValueError("this host cannot switch checkpoints; load the model yourself and leave base_model empty")
+        previous = self.loaded_model()
+        if job.base_model == previous:
+            return train()
+        self._add_log(f"loading {job.base_model} to train on (previously loaded: {previous or 'none'})")
+        self._add_log(f"loaded {self.switch_model(job.base_model)}")
+        try:
+            return train()
+        finally:
+            if job.restore_model and previous:
+                self._add_log(f"loading {previous} back")
+                self.switch_model(previous)
+
     def _clear_previous_run(self, store, paths) -> list[str]:
         """A fresh run into a version that holds an earlier run's files: those go to the trash (published copies
         taken out first), so that its epochs do not mix with the new ones in the table, Epoch Compare or the LoRA
@@ -192,7 +222,8 @@ class JobRunner:
         try:
             train_fn = self.train_fn or _default_train_fn()
             host = self.make_host(self._stop, self._on_event, job_id)
-            result = host.run_exclusive(lambda: train_fn(host, job.settings, paths, resume=job.resume))
+            result = host.run_exclusive(lambda: self._on_base_model(job, lambda: train_fn(host, job.settings, paths,
+                                                                                           resume=job.resume)))
             checkpoints = [Path(p) for p in getattr(result, "checkpoints", [])]
             published, notes = self.after_done(paths, checkpoints) if self.after_done and checkpoints else ([], [])
             with self._lock:
@@ -217,9 +248,9 @@ class JobRunner:
             return
         with self._lock:
             status = self._status
-            for name in ("step", "epoch", "loss", "loss_avg", "it_per_s", "eta_s"):
+            for name in ("step", "epoch", "loss", "loss_avg", "it_per_s", "eta_s", "memory"):
                 value = getattr(event, name, None)
-                if value is not None and (value != 0 or name not in ("step", "epoch")):
+                if value not in (None, "") and (value != 0 or name not in ("step", "epoch")):
                     setattr(status, name, value)
             if getattr(event, "total_steps", 0):
                 status.total = event.total_steps

@@ -17,6 +17,7 @@ from lib_lora_train.ui.runtime import current
 from lib_lora_train.ui.train import actions as act
 
 P = "lora_train_tools"
+LOADED = "(the loaded model)"  # the Base model dropdown's first entry: train on what the host has loaded
 POLL_S = 1.0
 
 
@@ -95,6 +96,13 @@ def build_train_tab() -> gr.Blocks:
                     for name in names:
                         fields[name] = _component(name, values[name])
         inputs = [fields[n] for n in act.FIELD_NAMES]
+        checkpoints_here = current().checkpoint_choices()
+        with gr.Row(visible=bool(checkpoints_here)):
+            base_model = gr.Dropdown(choices=[LOADED, *checkpoints_here], value=LOADED, label="Base model to train on",
+                                     elem_id=f"{P}_base_model", scale=3)  # fmt: skip
+            refresh_models = gr.Button("Refresh models")
+            restore_model = gr.Checkbox(value=True, label="Load the previous model back afterwards",
+                                        elem_id=f"{P}_restore_model")  # fmt: skip
         with gr.Row():
             start = gr.Button("Start training", variant="primary", elem_id=f"{P}_start")
             stop = gr.Button("Stop", elem_id=f"{P}_stop")
@@ -157,9 +165,10 @@ def build_train_tab() -> gr.Blocks:
             frame = pd.DataFrame(state.losses, columns=["step", "loss"])
             return act.status_markdown(state), frame, state.samples, "\n".join(state.log[-200:])
 
-        def do_start(task, proj, ver, path, rows, *values):  # not *current: that would hide runtime.current
+        def do_start(task, proj, ver, path, rows, base, restore, *values):  # not *current: hides runtime.current
             try:
                 settings = act.settings_from_values(list(values))
+                base = services.resolve_base_model("" if base in (None, LOADED) else base)
             except ValueError as exc:
                 yield f"Not started: {exc}", gr.update(), gr.update(), gr.update(), gr.update()
                 return
@@ -168,7 +177,7 @@ def build_train_tab() -> gr.Blocks:
             if task:
                 current().queue_task(task)  # the host's progress bar shows "queued" until the GPU is free
             started, message = act.start_job(services.jobs(), services.store(), proj, ver, path, rows, settings,
-                                             task_id=task)  # fmt: skip
+                                             task_id=task, base_model=base, restore_model=bool(restore))  # fmt: skip
             yield (message, gr.update(), gr.update(), gr.update(), gr.update())
             if started:  # a refusal stays on screen; the status of another job must not replace it
                 yield from watch_job(proj, ver)
@@ -199,10 +208,11 @@ def build_train_tab() -> gr.Blocks:
         outputs = [status, loss_plot, samples, run_log, checkpoints]
         start.click(
             do_start,
-            [task_id, project, version, folder, repeats, *inputs],
+            [task_id, project, version, folder, repeats, base_model, restore_model, *inputs],
             outputs,
             _js=current().progress_js(f"{P}_status"),
         )
         stop.click(lambda: act.status_markdown(services.jobs().stop()), [], [status])
+        refresh_models.click(lambda: gr.update(choices=[LOADED, *current().checkpoint_choices()]), [], [base_model])
         watch.click(watch_job, [project, version], outputs)
     return tab
