@@ -76,9 +76,9 @@ HELP = {
     "module_dropout": "probability of skipping a module's update for a step",
     "down_lr_weight": "learning-rate weights of the down blocks: sine, cosine, linear, reverse_linear, zeros "
     "(+offset) or 12 numbers (9 for SDXL); 0 leaves a block untrained",
-    "mid_lr_weight": "learning-rate weight of the mid block",
+    "mid_lr_weight": "learning-rate weight of the mid block (SDXL: 3 numbers, one per middle block)",
     "up_lr_weight": "learning-rate weights of the up blocks (like --down-lr-weight)",
-    "block_dims": "rank per block: down blocks, mid, up blocks (25 numbers for SD1/SD2, 19 for SDXL; 0 = no adapter)",
+    "block_dims": "rank per block: down blocks, mid, up blocks (25 numbers for SD1/SD2, 23 for SDXL; 0 = no adapter)",
     "block_alphas": "alpha per block (as many as --block-dims)",
     "conv_block_dims": "rank of the 3x3 convolutions per block (locon/loha/lokr)",
     "conv_block_alphas": "alpha of the 3x3 convolutions per block",

@@ -61,7 +61,7 @@ class TrainSettings:
     down_lr_weight: str = ""
     mid_lr_weight: str = ""
     up_lr_weight: str = ""
-    block_dims: str = ""  # one rank per block: down blocks, mid, up blocks (25 for SD1/SD2, 19 for SDXL)
+    block_dims: str = ""  # one rank per block: down blocks, mid, up blocks (25 for SD1/SD2, 23 for SDXL)
     block_alphas: str = ""
     conv_block_dims: str = ""
     conv_block_alphas: str = ""
@@ -198,10 +198,15 @@ class TrainSettings:
             _range(name, getattr(self, name), 0.0, 0.99, "a probability between 0 and 0.99 (0.1 is usual)")
         if self.dora_wd and self.network not in ("lora", "locon"):
             raise SettingsError("dora_wd", f"DoRA works with lora or locon, not {self.network}; change network")
+        if self.network_dropout and self.network in ("loha", "lokr"):
+            # LyCORIS has no neuron dropout for these either (it warns and ignores it)
+            raise SettingsError(
+                "network_dropout", f"works with lora or locon, not {self.network}; use rank_dropout or module_dropout"
+            )
         for name in ("down_lr_weight", "up_lr_weight"):
             _lr_weight(name, getattr(self, name))
         if self.mid_lr_weight.strip():
-            _numbers("mid_lr_weight", self.mid_lr_weight, (1,), 0.0, 100.0)
+            _numbers("mid_lr_weight", self.mid_lr_weight, (1, 3), 0.0, 100.0)
         for name in ("block_dims", "conv_block_dims"):
             if getattr(self, name).strip():
                 _numbers(name, getattr(self, name), BLOCK_COUNTS, 0, 1024, whole=True)
@@ -257,8 +262,9 @@ class TrainSettings:
         return cls.from_dict(json.loads(text))
 
 
-# blocks of kohya's block-wise settings: SD1/SD2 have 12 down blocks, a mid block and 12 up blocks; SDXL 9, 1, 9
-BLOCK_COUNTS = (25, 19)
+# blocks of kohya's block-wise settings: SD1/SD2 have 12 down blocks, a mid block and 12 up blocks; SDXL the time
+# embedding, 9 input blocks, 3 middle blocks, 9 output blocks and the output layers (mid_lr_weight: 1 or 3 values)
+BLOCK_COUNTS = (25, 23)
 
 
 def _numbers(name: str, text: str, counts: tuple[int, ...], low: float, high: float, *, whole: bool = False):

@@ -37,7 +37,7 @@ def test_values_from_forms_and_json_are_converted():
         ({"down_lr_weight": "sin"}, "down_lr_weight", "sine, cosine"),
         ({"down_lr_weight": "1,1,1"}, "down_lr_weight", "give 12 or 9"),
         ({"down_lr_weight": "cosine+x"}, "down_lr_weight", "is not a number"),
-        ({"block_dims": ",".join(["4"] * 24)}, "block_dims", "give 25 or 19"),
+        ({"block_dims": ",".join(["4"] * 24)}, "block_dims", "give 25 or 23"),
         ({"block_dims": ",".join(["4.5"] * 25)}, "block_dims", "whole numbers"),
         ({"block_alphas": ",".join(["4"] * 25)}, "block_alphas", "needs block_dims"),
         ({"dim_from_weights": True}, "dim_from_weights", "needs network_weights"),

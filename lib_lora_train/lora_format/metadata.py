@@ -102,6 +102,7 @@ def build_metadata(
     mixed_precision: str | None = None,
     num_reg_images: int = 0,
     reg_dataset_dirs: Mapping[str, Mapping[str, int]] | None = None,
+    world_size: int = 1,
 ) -> dict[str, str]:
     """All metadata for one saved epoch: the ``ss_*`` keys sd-scripts writes plus the ``modelspec.*`` keys.
 
@@ -110,6 +111,7 @@ def build_metadata(
     ``prediction`` is ``eps`` or ``v``. Times are unix timestamps (default: now). ``mixed_precision`` is what ran
     (the CPU trains in fp32 whatever was asked); the setting otherwise. ``num_reg_images`` counts the
     regularisation image files (without repeats, as kohya counts them), ``reg_dataset_dirs`` is their folders.
+    ``world_size``: the processes of a data-parallel run, each training ``batch_size`` images of every batch.
     """
     if arch not in BASE_MODEL_VERSIONS:
         raise ValueError(f"unknown architecture {arch!r}; use sd1, sd2 or sdxl")
@@ -120,7 +122,7 @@ def build_metadata(
     finished = now if training_finished_at is None else training_finished_at
     trains_te = settings.te_lr > 0 if te_trained is None else te_trained
     resolution = settings.resolution
-    total_batch = settings.batch_size * settings.grad_accum
+    total_batch = settings.batch_size * world_size * settings.grad_accum
     values: dict[str, Any] = {
         "ss_training_started_at": started,
         "ss_training_finished_at": finished,

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import torch
 
 from lib_lora_train.host import AdapterTarget, ModelParts
+from lib_lora_train.train.blocks import BlockPlan, unet_block_plan
 from lib_lora_train.train.mha_split import MhaSplit, split_attention
 from lib_lora_train.train.tree_guard import TreeSnapshot
 
@@ -43,6 +44,8 @@ class InjectedTarget:
 class AdapterHandle:
     targets: list[InjectedTarget] = field(default_factory=list)
     splits: list[MhaSplit] = field(default_factory=list)  # attention split before injection, restored last
+    hooks: list = field(default_factory=list)  # dropout hooks on the adapter layers, removed first
+    block_plan: BlockPlan | None = None  # the UNet's block-wise ranks and lr weights, when set
     removed: bool = False
 
     def named_parameters(self, group: str | None = None) -> dict[str, torch.nn.Parameter]:
@@ -72,12 +75,26 @@ class AdapterHandle:
                 count = split_roots[id(injected.target.module)]
                 line += f" ({count} OpenCLIP attention layers split into q/k/v/out for training)"
             lines.append(line)
-        return lines
+        return lines + (self.block_plan.notes if self.block_plan else [])
+
+    def layers(self):
+        """Every module that carries an adapter."""
+        return [injected.target.module.get_submodule(path) for injected in self.targets for path in injected.paths]
+
+    def params_by_path(self, group: str) -> dict[str, list[torch.nn.Parameter]]:
+        """The trainable adapter parameters of ``group`` per adapted module path."""
+        out: dict[str, list[torch.nn.Parameter]] = {}
+        for key, p in self.named_parameters(group).items():
+            out.setdefault(key.split("/")[1], []).append(p)
+        return out
 
     def remove(self) -> None:
         """Put the original modules back and restore the flags; raises AdapterError if the tree is not as it was."""
         if self.removed:
             return
+        for hook in self.hooks:
+            hook.remove()
+        self.hooks.clear()
         problems = []
         for injected in reversed(self.targets):
             root = injected.target.module
@@ -108,8 +125,10 @@ def is_spatial_conv(module: torch.nn.Module) -> bool:
     return isinstance(module, torch.nn.Conv2d) and tuple(module.kernel_size) != (1, 1)
 
 
-def peft_config(network: str, rank: int, alpha: float, paths: list[str]):
-    """The peft config for one network type and one (rank, alpha) over exact module paths."""
+def peft_config(network: str, rank: int, alpha: float, paths: list[str], rank_dropout: float = 0.0,
+                module_dropout: float = 0.0):  # fmt: skip
+    """The peft config for one network type and one (rank, alpha) over exact module paths; the dropouts are peft's
+    own for LoHa / LoKr (LoRA / LoCon get kohya's through ``dropouts``)."""
     if network in ("lora", "locon"):
         from peft import LoraConfig
 
@@ -117,11 +136,13 @@ def peft_config(network: str, rank: int, alpha: float, paths: list[str]):
     if network == "loha":
         from peft import LoHaConfig
 
-        return LoHaConfig(r=rank, alpha=alpha, target_modules=paths, init_weights=True)
+        return LoHaConfig(r=rank, alpha=alpha, target_modules=paths, init_weights=True, rank_dropout=rank_dropout,
+                          module_dropout=module_dropout)  # fmt: skip
     if network == "lokr":
         from peft import LoKrConfig
 
-        return LoKrConfig(r=rank, alpha=alpha, target_modules=paths, init_weights=True)
+        return LoKrConfig(r=rank, alpha=alpha, target_modules=paths, init_weights=True, rank_dropout=rank_dropout,
+                          module_dropout=module_dropout)  # fmt: skip
     raise AdapterError(f"unknown network type {network!r}")
 
 
@@ -135,11 +156,15 @@ def inject_into_target(
     alpha: float,
     conv_rank: int,
     conv_alpha: float,
+    ranks: dict[str, tuple[int, float]] | None = None,
+    dropouts: tuple[float, float] = (0.0, 0.0),
 ) -> InjectedTarget:
-    r"""Inject adapters at exactly ``paths`` under ``target.module``; 3x3 convs get (conv_rank, conv_alpha).
+    r"""Inject adapters at exactly ``paths`` under ``target.module``; 3x3 convs get (conv_rank, conv_alpha), and
+    ``ranks`` (path -> (rank, alpha), from block-wise settings) overrides both. ``dropouts``: peft's (rank, module)
+    dropout for LoHa / LoKr.
 
-    Two injections, one per (rank, alpha), rather than ``rank_pattern``: the result does not depend on how each
-    peft tuner matches pattern keys (LoRA tries ``.*\.<key>$`` and then the exact path; LoHa/LoKr ``(.*\.)?<key>$``).
+    One injection per (rank, alpha) rather than ``rank_pattern``: the result does not depend on how each peft
+    tuner matches pattern keys (LoRA tries ``.*\.<key>$`` and then the exact path; LoHa/LoKr ``(.*\.)?<key>$``).
     """
     from peft import inject_adapter_in_model
 
@@ -151,14 +176,17 @@ def inject_into_target(
         raise AdapterError(f"{target.prefix}: no module at {missing[0]!r} ({len(missing)} target paths missing)")
     if "peft_config" in vars(root):
         raise AdapterError(f"{target.prefix}: the model already carries peft adapters; remove them first")
-    convs = [p for p in paths if is_spatial_conv(modules[p])]
-    plain = [p for p in paths if p not in set(convs)]
+    subsets: dict[tuple[int, float], list[str]] = {}
+    for p in paths:
+        default = (conv_rank, conv_alpha) if is_spatial_conv(modules[p]) else (rank, alpha)
+        subsets.setdefault((ranks or {}).get(p, default), []).append(p)
     originals = {p: modules[p] for p in paths}
     injected = InjectedTarget(target, group, [], originals, snapshot)
     try:
-        for subset, r, a in ((plain, rank, alpha), (convs, conv_rank, conv_alpha)):
+        for (r, a), subset in subsets.items():
             if subset:
-                inject_adapter_in_model(peft_config(network, r, a, subset), root, adapter_name=ADAPTER_NAME)
+                config = peft_config(network, r, a, subset, *dropouts)
+                inject_adapter_in_model(config, root, adapter_name=ADAPTER_NAME)
                 root.__dict__.pop("peft_config", None)  # peft leaves its config on the root; we keep none
                 injected.paths += subset
         for path in paths:
@@ -183,17 +211,24 @@ def inject_adapters(parts: ModelParts, settings, *, train_unet: bool = True, tra
     weight dtype (fp32 master weights; autocast handles the half-precision compute).
     """
     from lib_lora_train.lora_format.keys import unet_target_modules
+    from lib_lora_train.train.dropouts import attach_dropouts, wants_hooks
 
     handle = AdapterHandle()
     jobs: list[tuple[AdapterTarget, str, list[str]]] = []
     if train_unet:
         unet_network = "lora" if settings.network == "lora" else "locon"
-        jobs.append((parts.unet, "unet", list(unet_target_modules(parts.unet, unet_network))))
+        unet_paths = list(unet_target_modules(parts.unet, unet_network))
+        handle.block_plan = unet_block_plan(parts, unet_paths, settings)
+        if handle.block_plan is not None:
+            unet_paths = [p for p in unet_paths if p in handle.block_plan.ranks]
+        jobs.append((parts.unet, "unet", unet_paths))
     try:
         if train_te:
             for te in parts.text_encoders:
                 jobs.append((te, "te", _te_paths(te, handle)))
         for target, group, paths in jobs:
+            if not paths:  # every UNet block switched off by block-wise settings
+                continue
             handle.targets.append(
                 inject_into_target(
                     target,
@@ -204,8 +239,12 @@ def inject_adapters(parts: ModelParts, settings, *, train_unet: bool = True, tra
                     alpha=settings.alpha,
                     conv_rank=settings.conv_rank,
                     conv_alpha=settings.conv_alpha,
+                    ranks=handle.block_plan.ranks if group == "unet" and handle.block_plan else None,
+                    dropouts=(settings.rank_dropout, settings.module_dropout),
                 )
             )
+        if wants_hooks(settings):
+            handle.hooks += attach_dropouts(handle.layers(), settings)
         for injected in handle.targets:
             injected.target.module.requires_grad_(False)
         for p in handle.parameters():

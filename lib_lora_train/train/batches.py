@@ -23,18 +23,25 @@ class Batch:
     latents: torch.Tensor  # (B, C, h, w) fp32, CPU
     captions: list[str]
     geometry: list[ImageGeometry]
+    loss_weights: torch.Tensor | None = None  # (B,): prior_loss_weight for regularisation images, else 1
+    masks: torch.Tensor | None = None  # (B, 1, h, w) in [0, 1] at the latent grid, with masked_loss
 
 
 class BatchFeed:
     """Batches of a dataset scan for a given host and settings. ``micro_batches(step)`` is what one optimiser step eats."""
 
-    def __init__(self, host: TrainingHost, scan, settings, cache: LatentCache):
+    def __init__(self, host: TrainingHost, scan, settings, cache: LatentCache, reg_scan=None, *, world: int = 1):
         from lib_lora_train.dataset.buckets import make_buckets
 
         self.host = host
         self.settings = settings
         self.scan = scan
+        self.reg_scan = reg_scan  # regularisation images, mixed into every epoch (kohya's reg_data_dir)
         self.cache = cache
+        # a data-parallel run deals out global batches of batch_size x world; each process trains its shard of them
+        self.world = world
+        self._masks: dict[tuple[int, bool], torch.Tensor] = {}
+        self.unmasked: set = set()  # images whose alpha channel is missing (masked_loss without a mask folder)
         s = settings
         if s.enable_buckets:
             # a small training resolution (64-192 px tests and previews) would have no bucket above the default 256
@@ -55,6 +62,11 @@ class BatchFeed:
         if not scan.items:
             raise ValueError(f"{scan.root}: no usable images in the dataset folder; add images (with .txt captions)")
         self.items = list(scan.items)
+        if self.reg_scan is not None and self.reg_scan.items:
+            from lib_lora_train.dataset.reg_images import balanced_repeats
+
+            self.items += balanced_repeats(self.reg_scan, scan.num_repeated)
+        self._masks.clear()
         self.buckets = [
             choose_bucket(
                 *item.size,
@@ -67,7 +79,8 @@ class BatchFeed:
             else (s.resolution, s.resolution)
             for item in self.items
         ]
-        self.sampler = BucketBatchSampler(list(zip(self.items, self.buckets, strict=False)), s.batch_size, s.seed)
+        pairs = list(zip(self.items, self.buckets, strict=False))
+        self.sampler = BucketBatchSampler(pairs, s.batch_size * self.world, s.seed)
         self._epoch_cache: tuple[int, list[list[int]]] | None = None
         self.batches_per_epoch = len(self.sampler.epoch_batches(0))
         self.steps_per_epoch = max(1, math.ceil(self.batches_per_epoch / s.grad_accum))
@@ -122,7 +135,7 @@ class BatchFeed:
             if on_progress is not None:
                 on_progress(index + 1, len(self.items))
         for item, reason in bad:
-            problem = self.scan.skip(item, reason)
+            problem = (self.reg_scan if item.is_reg else self.scan).skip(item, reason)
             if on_skip is not None:
                 on_skip(problem)
         if bad:
@@ -141,7 +154,7 @@ class BatchFeed:
 
         positions = list(range(len(indices))) if positions is None else positions
         s = self.settings
-        latents, captions, geometry = [], [], []
+        latents, captions, geometry, masks = [], [], [], []
         for index, position in zip(indices, positions, strict=True):
             rng = random.Random(derived_seed(s.seed, step, micro, position, "batch"))
             flip = s.flip and rng.random() < 0.5
@@ -157,4 +170,39 @@ class BatchFeed:
             latents.append(latent)
             captions.append(caption)
             geometry.append(geo)
-        return Batch(torch.stack(latents), captions, geometry)
+            masks.append(self.mask(index, flip) if s.masked_loss else None)
+        weights = None
+        if any(self.items[i].is_reg for i in indices):
+            weights = torch.tensor([s.prior_loss_weight if self.items[i].is_reg else 1.0 for i in indices])
+        return Batch(torch.stack(latents), captions, geometry, weights, torch.stack(masks) if s.masked_loss else None)
+
+    def mask(self, index: int, flip: bool) -> torch.Tensor:
+        """The loss mask of an item at the latent grid (kept in memory: a few KB each). Regularisation images have
+        no mask: they train everywhere."""
+        key = (index, flip)
+        if key not in self._masks:
+            from lib_lora_train.dataset.masks import load_mask, prepare_mask
+
+            item = self.items[index]
+            if item.is_reg:
+                w, h = self.buckets[index]
+                self._masks[key] = torch.ones((1, h // 8, w // 8))
+            else:
+                image, found = load_mask(item.image_path, self.settings.mask_dir)
+                self._masks[key] = prepare_mask(image, item.size, self.buckets[index], flip=flip)
+                if not found:
+                    self.unmasked.add(item.image_path)
+        return self._masks[key]
+
+    def mask_summary(self) -> str:
+        """One line for the run log: where the masks come from, and which images have none (they train
+        everywhere), computed for every image now so that a file that cannot be read is found before step 1."""
+        images = [i for i, item in enumerate(self.items) if not item.is_reg]
+        for index in images:
+            self.mask(index, False)
+        source = f"the mask folder {self.settings.mask_dir}" if self.settings.mask_dir else "the alpha channels"
+        line = f"masked loss: masks of {len(images)} images from {source}"
+        if self.unmasked:
+            names = ", ".join(sorted(p.name for p in self.unmasked)[:5])
+            line += f"; {len(self.unmasked)} have no transparency and train everywhere ({names})"
+        return line

@@ -11,8 +11,10 @@ from dataclasses import dataclass, field
 import torch
 
 from lib_lora_train.host import Conditioning, ModelParts, TrainingHost
+from lib_lora_train.train import loss_terms as L
 from lib_lora_train.train import noise as N
 from lib_lora_train.train.batches import BatchFeed
+from lib_lora_train.train.distributed import SOLO, Group
 from lib_lora_train.train.events import ProgressEvent, ProgressMeter
 from lib_lora_train.train.precision import Precision, autocast
 
@@ -34,6 +36,19 @@ class LoopContext:
     # how often the loss is read back from the device: .item() forces a sync that stalls a GPU pipeline
     loss_read_every: int = 1
     text_cache: dict = field(default_factory=dict)
+    # the processes of a data-parallel run (each trains its shard of every batch); one process by default
+    group: Group = SOLO
+    # the schedule and prediction type trained with: the model's, unless zero_terminal_snr / v_parameterization say
+    alphas_cumprod: torch.Tensor | None = None
+    prediction: str = ""
+
+    def __post_init__(self) -> None:
+        s = self.settings
+        if self.alphas_cumprod is None:
+            alphas = self.parts.alphas_cumprod
+            self.alphas_cumprod = N.zero_terminal_snr(alphas) if getattr(s, "zero_terminal_snr", False) else alphas
+        if not self.prediction:
+            self.prediction = "v" if getattr(s, "v_parameterization", False) else self.parts.prediction
 
 
 @dataclass
@@ -72,38 +87,60 @@ def _encode_text(ctx: LoopContext, batch) -> Conditioning:
 def micro_batch_loss(
     ctx: LoopContext, step: int, micro: int, indices: list[int], positions: list[int] | None = None
 ) -> torch.Tensor:
-    """The (min-SNR weighted) MSE loss of one micro-batch, averaged over its samples; each sample's noise and
-    timestep drawn from (seed, step, micro, its position in the global micro-batch; by default 0, 1, ...)."""
+    """The loss of one micro-batch, averaged over its samples; each sample's noise and timestep drawn from
+    (seed, step, micro, its position in the global micro-batch; by default 0, 1, ...).
+
+    Per sample, in kohya's order: the element-wise loss (L2, L1, Huber, smooth L1), the mask, the mean, then the
+    weights (regularisation images' prior_loss_weight, min-SNR-gamma, debiased estimation).
+    """
     s, parts = ctx.settings, ctx.parts
+    alphas, prediction = ctx.alphas_cumprod, ctx.prediction
     positions = list(range(len(indices))) if positions is None else positions
     batch = ctx.feed.load(indices, step, micro, positions)
     gen = N.sample_generators(s.seed, step, micro, positions)
     latents = batch.latents
     noise = N.make_noise(tuple(latents.shape), gen, s.noise_offset)
-    timesteps = N.sample_timesteps(latents.shape[0], parts.num_train_timesteps, gen)
-    noisy = N.add_noise(latents, noise, timesteps, parts.alphas_cumprod)
-    target = N.training_target(parts.prediction, latents, noise, timesteps, parts.alphas_cumprod)
+    noise = N.pyramid_noise(noise, gen, s.multires_noise_iterations, s.multires_noise_discount)
+    low, high = N.timestep_range(parts.num_train_timesteps, s.min_timestep, s.max_timestep)
+    timesteps = N.sample_timesteps(latents.shape[0], parts.num_train_timesteps, gen, low, high)
+    noisy = N.add_noise(latents, N.perturbed(noise, gen, s.ip_noise_gamma), timesteps, alphas)
+    target = N.training_target(prediction, latents, noise, timesteps, alphas)
     device = parts.device
     in_dtype = parts.weight_dtype if ctx.precision.autocast_dtype is None else torch.float32
     with autocast(ctx.precision, device):
         cond = _encode_text(ctx, batch)
         pred = ctx.host.predict(noisy.to(device, in_dtype), timesteps.to(device), cond)
-    per_sample = torch.nn.functional.mse_loss(pred.float(), target.to(device), reduction="none").mean(dim=(1, 2, 3))
+    huber = L.huber_c(s.huber_schedule, s.huber_c, timesteps, alphas) if s.loss_type in L.HUBER_TYPES else None
+    loss = L.elementwise_loss(pred, target.to(device), s.loss_type, huber)
+    if batch.masks is not None:
+        loss = L.masked(loss, batch.masks)
+    per_sample = loss.mean(dim=(1, 2, 3))
+    if batch.loss_weights is not None:
+        per_sample = per_sample * batch.loss_weights.to(device)
     if s.min_snr_gamma > 0:
-        per_sample = per_sample * N.min_snr_weights(
-            timesteps, parts.alphas_cumprod, s.min_snr_gamma, parts.prediction
-        ).to(device)
+        per_sample = per_sample * N.min_snr_weights(timesteps, alphas, s.min_snr_gamma, prediction).to(device)
+    if s.debiased_estimation_loss:
+        per_sample = per_sample * L.debiased_weights(timesteps, alphas, prediction).to(device)
     return per_sample.mean()
 
 
 def optimizer_step(ctx: LoopContext, step: int) -> torch.Tensor:
-    """One optimiser step over the step's micro-batches; returns the mean loss as a detached device tensor."""
+    """One optimiser step over the step's micro-batches; returns the mean loss as a detached device tensor.
+
+    In a data-parallel run each process takes its shard of every micro-batch, weighted by shard/global size, and the
+    gradients are summed over the processes: the same mean over the global batch as one process computes.
+    """
     micro_batches = ctx.feed.micro_batches(step)
     total = torch.zeros((), device=ctx.parts.device)
-    for micro, indices in enumerate(micro_batches):
-        loss = micro_batch_loss(ctx, step, micro, indices) / len(micro_batches)
+    for micro, batch in enumerate(micro_batches):
+        positions, indices = ctx.group.shard(batch)
+        if not indices:
+            continue
+        share = len(indices) / len(batch) / len(micro_batches)
+        loss = micro_batch_loss(ctx, step, micro, indices, positions) * share
         ctx.scaler.scale(loss).backward()
         total += loss.detach()
+    total = ctx.group.sum_gradients(ctx.params, total)
     if ctx.settings.max_grad_norm > 0:
         ctx.scaler.unscale_(ctx.optimizer)
         torch.nn.utils.clip_grad_norm_(ctx.params, ctx.settings.max_grad_norm)
@@ -131,7 +168,7 @@ def run_loop(
     steps_per_epoch = ctx.feed.steps_per_epoch
     step = start_step
     while step < ctx.total_steps:
-        if ctx.host.should_stop():
+        if ctx.group.any(ctx.host.should_stop(), ctx.parts.device):
             _flush(pending, meter, on_losses, steps_per_epoch)
             return LoopOutcome("stopped", step, last_loss)
         lr = ctx.scheduler.get_last_lr()[0]

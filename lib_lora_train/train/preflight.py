@@ -51,11 +51,16 @@ def check_model(settings, parts) -> None:
     import torch
 
     from lib_lora_train.lora_format.keys import unet_target_modules
+    from lib_lora_train.train.blocks import check_block_settings, is_block_wise, unet_block_plan
 
+    if is_block_wise(settings):
+        check_block_settings(settings, parts.arch)
     if settings.network in ("lora", "locon", "loha") and settings.unet_lr > 0:
         network = "lora" if settings.network == "lora" else "locon"
         modules = dict(parts.unet.module.named_modules())
-        for path in unet_target_modules(parts.unet, network):
+        paths = unet_target_modules(parts.unet, network)
+        plan = unet_block_plan(parts, paths, settings)
+        for path in paths:
             layer = getattr(modules[path], "base_layer", modules[path])
             if isinstance(layer, torch.nn.Linear):
                 side, rank, name = min(layer.in_features, layer.out_features), settings.rank, "rank"
@@ -65,8 +70,15 @@ def check_model(settings, parts) -> None:
                 rank, name = (settings.conv_rank, "conv_rank") if spatial else (settings.rank, "rank")
             else:
                 continue
-            if rank > side and not settings.block_dims.strip():
+            if plan is not None:  # block-wise: the block's own rank, named by the list that set it
+                if path not in plan.ranks:
+                    continue
+                rank = plan.ranks[path][0]
+                listed = "conv_block_dims" if name == "conv_rank" else "block_dims"
+                name = listed if getattr(settings, listed).strip() else name
+            if rank > side:
+                fix = f"give that block {side} or less" if name.endswith("block_dims") else f"use {name} {side} or less"
                 raise SettingsError(
                     name, f"{rank} is larger than the layer {parts.unet.prefix}.{path} ({side} wide) of this "
-                    f"{parts.arch.upper()} model; use {name} {side} or less",
+                    f"{parts.arch.upper()} model; {fix}",
                 )  # fmt: skip

@@ -18,6 +18,7 @@ import torch
 from lib_lora_train.host import TrainingHost
 from lib_lora_train.store.logs import LossLog
 from lib_lora_train.train.adapters import inject_adapters
+from lib_lora_train.train.blocks import unet_param_groups
 from lib_lora_train.train.events import ProgressEvent
 from lib_lora_train.train.latents import LatentCache
 from lib_lora_train.train.loop import LoopContext, run_loop
@@ -112,7 +113,7 @@ def _train(host, settings, version, dataset_dir, resume, result: TrainResult) ->
             undo.append(host.set_gradient_checkpointing(settings.gradient_checkpointing))
             for module, _ in snapshots:
                 module.train()
-            groups = [{"params": handle.parameters("unet"), "lr": settings.unet_lr}] if train_unet else []
+            groups = unet_param_groups(handle.params_by_path("unet"), handle.block_plan, settings.unet_lr)
             if train_te:
                 groups.append({"params": handle.parameters("te"), "lr": settings.te_lr})
             groups = [g for g in groups if g["params"]]

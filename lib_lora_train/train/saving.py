@@ -40,8 +40,12 @@ def save_checkpoint(
     max_train_steps: int | None = None,
     num_batches_per_epoch: int | None = None,
     mixed_precision: str | None = None,
+    world_size: int = 1,
+    reg_scan=None,
 ) -> Path:
-    """One LoRA file (atomic: temp + rename inside save_lora_file) with the ss_* / modelspec metadata."""
+    """One LoRA file (atomic: temp + rename inside save_lora_file) with the ss_* / modelspec metadata.
+
+    ``reg_scan``: the regularisation images, recorded apart from the training images as kohya records them."""
     from lib_lora_train.lora_format.file import save_lora_file
     from lib_lora_train.lora_format.metadata import build_metadata
 
@@ -59,11 +63,14 @@ def save_checkpoint(
         model_hash=parts.model_hash,
         clip_skip=settings.clip_skip or parts.clip_skip,
         training_started_at=started_at,
-        prediction=parts.prediction,
+        prediction="v" if settings.v_parameterization else parts.prediction,
         max_train_steps=max_train_steps,
         num_batches_per_epoch=num_batches_per_epoch,
         te_trained=any(t.group == "te" for t in handle.targets),
         mixed_precision=mixed_precision,
+        world_size=world_size,
+        num_reg_images=len(reg_scan.items) if reg_scan is not None else 0,
+        reg_dataset_dirs=reg_scan.dataset_dirs if reg_scan is not None else None,
     )
     save_lora_file(path, lora_tensors(handle, settings), metadata, precision=settings.save_precision)
     return path
