@@ -174,3 +174,44 @@ def test_a_job_can_leave_its_base_model_loaded_and_the_loaded_one_is_not_reloade
     runner.start(TrainJob("alice", "v2", TrainSettings(), dataset, base_model="b.ckpt"))
     assert runner.wait(10)
     assert models.history == ["b.ckpt"]  # already loaded: no switch, nothing to load back
+
+
+def test_a_finished_job_renders_its_epoch_compare_grid_when_asked(tmp_path):
+    store = ProjectStore(tmp_path / "train_tools")
+    asked = []
+
+    def compare(job, paths):
+        asked.append((job.version, paths.version))
+        return [paths.path / "compare" / "grid.png"], ["scored 2 epochs"]
+
+    runner = JobRunner(make_host=FakeHost, store_factory=lambda: store, train_fn=fake_train(), compare=compare)
+    dataset = make_dataset(tmp_path / "data")
+    runner.start(TrainJob("alice", "v1", TrainSettings(), dataset))
+    assert runner.wait(10) and asked == [] and runner.status().grids == []
+    runner.start(TrainJob("alice", "v2", TrainSettings(), dataset, compare_after=True))
+    assert runner.wait(10)
+    status = runner.status()
+    assert asked == [("v2", "v2")] and status.state == "done"
+    assert status.grids[0].endswith("grid.png") and "scored 2 epochs" in status.log
+
+
+def test_a_failing_compare_after_training_is_a_note_not_a_failed_job(tmp_path):
+    store = ProjectStore(tmp_path / "train_tools")
+
+    def compare(job, paths):
+        raise RuntimeError("sampler exploded")
+
+    runner = JobRunner(make_host=FakeHost, store_factory=lambda: store, train_fn=fake_train(), compare=compare)
+    runner.start(TrainJob("alice", "v1", TrainSettings(), make_dataset(tmp_path / "data"), compare_after=True))
+    assert runner.wait(10)
+    status = runner.status()
+    assert status.state == "done" and any("sampler exploded" in line for line in status.log)
+
+
+def test_the_after_run_grid_takes_its_settings_from_the_version(tmp_path):
+    from lib_lora_train.ui.services import compare_request_for
+
+    settings = TrainSettings(sample_prompts=["alice, smile --n lowres"], sample_steps=12, resolution=768, seed=9)
+    request = compare_request_for(TrainJob("p", "v", settings), None)
+    assert (request.prompts, request.negative_prompt) == (["alice, smile"], "lowres")
+    assert (request.steps, request.width, request.height, request.seeds) == (12, 768, 768, "9")

@@ -262,3 +262,16 @@ def test_training_on_another_checkpoint_switches_with_the_webuis_loader_and_back
         }, part
     status, answer = webui.call("POST", "/train-tools/v1/train", {**body, "version": "nope", "base_model": "nope"})
     assert status == 422 and answer["detail"]["field"] == "base_model"
+
+
+def test_a_run_can_end_with_its_epoch_compare_grid(webui, dataset):
+    settings = {**FAST, "epochs": 2, "sample_prompts": ["alice, solo"], "sample_steps": 2}
+    body = {"project": "grid", "version": "after", "dataset": str(dataset), "compare_after": True, "settings": settings}
+    status, answer = webui.call("POST", "/train-tools/v1/train", body)
+    assert status == 200, answer
+    job = webui.wait_job()
+    assert job["state"] == "done", job["message"]
+    assert job["grids"], job["log"][-5:]
+    grid = Image.open(job["grids"][0])
+    assert grid.width > 64 and grid.height > 64  # epochs x weights cells, with labels
+    assert any(line.startswith("Epoch Compare grid: ") for line in job["log"])

@@ -79,8 +79,41 @@ def jobs() -> JobRunner:
             _runner = JobRunner(make_host=_make_host, store_factory=store, after_done=publish,
                                 waiting=lambda: current().queue_wait_message(), before_clear=unpublish_version,
                                 loaded_model=lambda: current().loaded_checkpoint(),
-                                switch_model=lambda name: current().switch_checkpoint(name))  # fmt: skip
+                                switch_model=lambda name: current().switch_checkpoint(name),
+                                compare=compare_after_run)  # fmt: skip
         return _runner
+
+
+def compare_request_for(job, paths):
+    """The Epoch Compare inputs a finished job's grid is rendered with: its sample prompts (or, without any, the
+    activation tag guessed from the captions), sample steps, resolution and seed; every epoch at the default weights."""
+    from lib_lora_train.compare.service import CompareRequest, guess_activation_tag
+    from lib_lora_train.train.saving import sample_requests
+
+    s = job.settings
+    samples = sample_requests(s)
+    prompts = [r.prompt for r in samples]
+    if not prompts:
+        tag = guess_activation_tag(paths.dataset)
+        prompts = [f"{tag}, solo" if tag else "solo"]
+    return CompareRequest(
+        project=job.project,
+        version=job.version,
+        prompts=prompts,
+        negative_prompt=samples[0].negative_prompt if samples else "",
+        seeds=str(s.seed),
+        steps=s.sample_steps,
+        width=s.resolution,
+        height=s.resolution,
+    )
+
+
+def compare_after_run(job, paths):
+    """Render the grid once training has let go of the GPU (``run_comparison`` takes the lock itself)."""
+    from lib_lora_train.ui.compare.render import run_comparison
+
+    _, result = run_comparison(compare_request_for(job, paths))
+    return result.grids, result.notes
 
 
 def resolve_base_model(name: str | None) -> str:

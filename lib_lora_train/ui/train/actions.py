@@ -126,8 +126,8 @@ def repeats_by_folder(rows: list[list[Any]]) -> dict[str, int]:
 
 
 def start_job(runner: JobRunner, store, project: str, version: str, folder: str, rows, settings: TrainSettings,
-              *, task_id: str | None = None, base_model: str = "", restore_model: bool = True
-              ) -> tuple[bool, str]:  # fmt: skip
+              *, task_id: str | None = None, base_model: str = "", restore_model: bool = True,
+              compare_after: bool = False) -> tuple[bool, str]:  # fmt: skip
     """Snapshot the dataset with the table's repeats and start training; (started, a message for the status).
 
     ``base_model`` is already resolved (``services.resolve_base_model``); "" trains on the loaded model."""
@@ -147,7 +147,8 @@ def start_job(runner: JobRunner, store, project: str, version: str, folder: str,
         repeats = repeats_by_folder(rows)
         if repeats and paths.dataset.is_dir():
             apply_repeats(paths.dataset, repeats)
-        job = TrainJob(project, version, settings, None, base_model=base_model, restore_model=restore_model)
+        job = TrainJob(project, version, settings, None, base_model=base_model, restore_model=restore_model,
+                       compare_after=compare_after)  # fmt: skip
         runner.start(job, task_id=task_id)
     except (JobBusy, SettingsError, ValueError, OSError) as exc:
         return False, f"Not started: {exc}"

@@ -35,6 +35,10 @@ class TrainRequest(BaseModel):
         "one; the host's own loader switches to it", example="v1-5-pruned-emaonly.safetensors",
     )  # fmt: skip
     restore_model: bool = Field(True, description="with base_model: load the previous checkpoint back afterwards")
+    compare_after: bool = Field(
+        False, description="render an Epoch Compare grid of the version when the run ends (its sample prompts, steps, "
+        "resolution and seed); the grids are listed in the status",
+    )  # fmt: skip
     resume: bool = Field(False, description="continue from the version's saved training state")
 
 
@@ -56,6 +60,7 @@ class JobStatusModel(BaseModel):
     checkpoints: list[str] = Field(default_factory=list, description="checkpoint files written by this job")
     published: list[str] = Field(default_factory=list, description="their copies/links in the LoRA folder")
     samples: list[str] = Field(default_factory=list)
+    grids: list[str] = Field(default_factory=list, description="Epoch Compare grids rendered after the run")
     losses: list[tuple[int, float]] = Field(default_factory=list, description="(step, loss); with ?history=true")
     log: list[str] = Field(default_factory=list, description="run log lines; with ?history=true")
     started_at: Optional[float] = None
@@ -170,7 +175,7 @@ def build_router(*, jobs: JobRunner, store_factory: Callable[[], Any], fingerpri
         except ValueError as exc:
             raise HTTPException(422, detail={"field": "base_model", "message": str(exc)}) from None
         job = TrainJob(request.project, request.version, settings, dataset, request.resume, base_model,
-                       request.restore_model)  # fmt: skip
+                       request.restore_model, request.compare_after)  # fmt: skip
         try:
             jobs.start(job)
         except JobBusy as exc:

@@ -44,6 +44,8 @@ class TrainJob:
     # user's model is loaded back afterwards unless restore_model is False
     base_model: str = ""
     restore_model: bool = True
+    # render an Epoch Compare grid of the version when the run ends (as the older train-tools extension did)
+    compare_after: bool = False
 
 
 @dataclass
@@ -67,6 +69,7 @@ class JobStatus:
     checkpoints: list[str] = field(default_factory=list)
     published: list[str] = field(default_factory=list)
     samples: list[str] = field(default_factory=list)
+    grids: list[str] = field(default_factory=list)  # Epoch Compare grids rendered after the run (compare_after)
     losses: list[tuple[int, float]] = field(default_factory=list)
     log: list[str] = field(default_factory=list)
     started_at: float | None = None
@@ -86,6 +89,8 @@ HostFactory = Callable[[threading.Event, Callable[[Any], None], "str | None"], A
 TrainFn = Callable[..., Any]
 # after_done(version_paths, checkpoints) -> (published paths, notes)
 AfterDone = Callable[[Any, list[Path]], "tuple[list[Path], list[str]]"]
+# compare(job, version_paths) -> (grid paths, notes), after the GPU is free again
+CompareAfter = Callable[[Any, Any], "tuple[list[Path], list[str]]"]
 
 
 class JobRunner:
@@ -95,7 +100,8 @@ class JobRunner:
                  after_done: AfterDone | None = None, waiting: Callable[[], str] | None = None,
                  before_clear: Callable[[Any], Any] | None = None,
                  loaded_model: Callable[[], str] | None = None,
-                 switch_model: Callable[[str], str] | None = None):  # fmt: skip
+                 switch_model: Callable[[str], str] | None = None,
+                 compare: CompareAfter | None = None):  # fmt: skip
         """``waiting`` says what a started job waits for before its first step (the host's queue, its device);
         ``before_clear(version)`` runs before an earlier run's files are trashed (to unpublish them);
         ``loaded_model()`` names the host's loaded checkpoint and ``switch_model(name)`` loads one (returning its
@@ -103,6 +109,7 @@ class JobRunner:
         self.before_clear = before_clear
         self.loaded_model = loaded_model
         self.switch_model = switch_model
+        self.compare = compare
         self.make_host = make_host
         self.waiting = waiting or (lambda: "queued: waiting for the model to be free")
         self.store_factory = store_factory
@@ -123,6 +130,7 @@ class JobRunner:
                 checkpoints=list(self._status.checkpoints),
                 published=list(self._status.published),
                 samples=list(self._status.samples),
+                grids=list(self._status.grids),
                 losses=list(self._status.losses),
                 log=list(self._status.log),
             )
@@ -182,6 +190,20 @@ class JobRunner:
         self._notes = [] if job.resume else self._clear_previous_run(store, paths)
         return paths
 
+    def _compare(self, job: TrainJob, paths) -> list[str]:
+        """The after-run grid; a failure is a note in the log, never a failed training job."""
+        if self.compare is None:
+            return ["no Epoch Compare on this host: the grid was not rendered"]
+        self._add_log("rendering the Epoch Compare grid of the new epochs")
+        try:
+            grids, notes = self.compare(job, paths)
+        except Exception as exc:  # the LoRA files are made; the user can render the grid from the tab
+            log.exception("Epoch Compare after training failed")
+            return [f"Epoch Compare after training failed: {type(exc).__name__}: {exc}"]
+        with self._lock:
+            self._status.grids = [str(p) for p in grids]
+        return [*notes, *(f"Epoch Compare grid: {p}" for p in grids)]
+
     def _on_base_model(self, job: TrainJob, train: Callable[[], Any]) -> Any:
         """``train()`` on the job's base model: switched to first (with the GPU held, so no generation sees the
         switch) and, unless the job says otherwise, the previous model loaded back on every exit path."""
@@ -226,6 +248,8 @@ class JobRunner:
                                                                                            resume=job.resume)))
             checkpoints = [Path(p) for p in getattr(result, "checkpoints", [])]
             published, notes = self.after_done(paths, checkpoints) if self.after_done and checkpoints else ([], [])
+            if job.compare_after and result.status == "done" and checkpoints:
+                notes += self._compare(job, paths)
             with self._lock:
                 status = self._status
                 status.state = result.status if result.status in STATES else "error"

@@ -104,6 +104,9 @@ def build_train_tab() -> gr.Blocks:
             restore_model = gr.Checkbox(value=True, label="Load the previous model back afterwards",
                                         elem_id=f"{P}_restore_model")  # fmt: skip
         with gr.Row():
+            compare_after = gr.Checkbox(value=False, label="Render an Epoch Compare grid when the run ends",
+                                        elem_id=f"{P}_compare_after")  # fmt: skip
+        with gr.Row():
             start = gr.Button("Start training", variant="primary", elem_id=f"{P}_start")
             stop = gr.Button("Stop", elem_id=f"{P}_stop")
             watch = gr.Button("Show progress")
@@ -111,7 +114,7 @@ def build_train_tab() -> gr.Blocks:
         task_id = gr.Textbox(visible=False, elem_id=f"{P}_task_id")
         with gr.Row():
             loss_plot = gr.LinePlot(x="step", y="loss", title="Loss", width=500, height=250, elem_id=f"{P}_loss")
-            samples = gr.Gallery(label="Samples", columns=4, height=250, elem_id=f"{P}_samples")
+            samples = gr.Gallery(label="Samples (and the Epoch Compare grid)", columns=4, height=250, elem_id=f"{P}_samples")
         run_log = gr.Textbox(label="Run log", lines=6, max_lines=12, interactive=False, elem_id=f"{P}_log")
         checkpoints = gr.Dataframe(headers=["file", "epoch", "steps", "rank/alpha", "network", "use in txt2img"],
                                    interactive=False, label="Checkpoints", elem_id=f"{P}_checkpoints")  # fmt: skip
@@ -163,9 +166,9 @@ def build_train_tab() -> gr.Blocks:
             import pandas as pd
 
             frame = pd.DataFrame(state.losses, columns=["step", "loss"])
-            return act.status_markdown(state), frame, state.samples, "\n".join(state.log[-200:])
+            return act.status_markdown(state), frame, state.samples + state.grids, "\n".join(state.log[-200:])
 
-        def do_start(task, proj, ver, path, rows, base, restore, *values):  # not *current: hides runtime.current
+        def do_start(task, proj, ver, path, rows, base, restore, compare, *values):  # *current would hide current()
             try:
                 settings = act.settings_from_values(list(values))
                 base = services.resolve_base_model("" if base in (None, LOADED) else base)
@@ -177,7 +180,8 @@ def build_train_tab() -> gr.Blocks:
             if task:
                 current().queue_task(task)  # the host's progress bar shows "queued" until the GPU is free
             started, message = act.start_job(services.jobs(), services.store(), proj, ver, path, rows, settings,
-                                             task_id=task, base_model=base, restore_model=bool(restore))  # fmt: skip
+                                             task_id=task, base_model=base, restore_model=bool(restore),
+                                             compare_after=bool(compare))  # fmt: skip
             yield (message, gr.update(), gr.update(), gr.update(), gr.update())
             if started:  # a refusal stays on screen; the status of another job must not replace it
                 yield from watch_job(proj, ver)
@@ -208,7 +212,7 @@ def build_train_tab() -> gr.Blocks:
         outputs = [status, loss_plot, samples, run_log, checkpoints]
         start.click(
             do_start,
-            [task_id, project, version, folder, repeats, base_model, restore_model, *inputs],
+            [task_id, project, version, folder, repeats, base_model, restore_model, compare_after, *inputs],
             outputs,
             _js=current().progress_js(f"{P}_status"),
         )
