@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import logging
 import signal
 import sys
 from pathlib import Path
@@ -331,7 +332,9 @@ def run_train(args: argparse.Namespace) -> int:
             _reusable_version(store, args)
         check_environment(settings, args.dataset if not args.resume else version.dataset)
         check_base(args.base)
-        device = check_device(args.device)
+        from lib_lora_train.train.distributed import process_device
+
+        device = process_device(check_device(args.device))  # cuda:LOCAL_RANK under torchrun / accelerate launch
     except (SettingsError, StoreError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -352,6 +355,7 @@ def _train_in_store(args: argparse.Namespace, settings: TrainSettings, store, ve
 
     from lib_lora_train.hosts.diffusers_host import DiffusersHost
     from lib_lora_train.store.names import StoreError
+    from lib_lora_train.train import distributed
     from lib_lora_train.train.preflight import check_model
     from lib_lora_train.train.runner import train_version
 
@@ -366,28 +370,48 @@ def _train_in_store(args: argparse.Namespace, settings: TrainSettings, store, ve
         stop["requested"] = True
         print("\nstopping after this step (Ctrl+C again to abort)", file=sys.stderr)
 
-    printer = _ProgressPrinter()
+    group = distributed.init_from_env(device)  # a data-parallel run: every process arrives here
+    printer = _ProgressPrinter() if group.is_main else _Quiet()
     previous = signal.signal(signal.SIGINT, on_sigint)
+    # the launcher ends its processes with SIGTERM (a peer failed, or Ctrl+C reached it): stop cleanly as for Ctrl+C
+    previous_term = signal.signal(signal.SIGTERM, on_sigint) if group.active else None
+    if not group.is_main:
+        logging.getLogger("lib_lora_train").setLevel(logging.ERROR)  # rank 0 logs and prints for the run
+        _quiet_loaders()
     try:
-        print(f"loading {args.base}", file=sys.stderr)
+        if group.is_main:
+            print(f"loading {args.base}", file=sys.stderr)
         host = DiffusersHost.from_path(
             args.base, device=device, dtype=dtype, on_event=printer, stop_requested=lambda: stop["requested"]
         )
         host.events = _NoHistory()
         try:
             check_model(settings, host.model_parts())
-            version = _prepare_version(args, settings, store, version)
+            if group.is_main:
+                version = _prepare_version(args, settings, store, version)
+            group.barrier()  # the other processes open the version folder rank 0 made
+            if version is None:
+                version = store.version(args.project, args.version)
         except (SettingsError, StoreError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
-        result = train_version(host, settings, version, resume=args.resume)
+        result = train_version(host, settings, version, resume=args.resume, group=group)
+        if result.status != "error":
+            group.barrier()  # every process ends once rank 0 has written the last files
     except (FileNotFoundError, RuntimeError, OSError, ValueError) as exc:
         printer.close()
         print(f"error: {exc}", file=sys.stderr)
         return 1
     finally:
         signal.signal(signal.SIGINT, previous)
+        if previous_term is not None:
+            signal.signal(signal.SIGTERM, previous_term)
         printer.close()
+        distributed.teardown(group)
+    if not group.is_main:
+        if result.status == "error":
+            print(f"error: {result.message}", file=sys.stderr)
+        return {"done": 0, "stopped": 130}.get(result.status, 1)
     print(f"{result.status}: {result.message}")
     for path in result.checkpoints:
         print(f"  {path}")
@@ -426,6 +450,26 @@ def run_versions(args: argparse.Namespace) -> int:
             notes += [f"state at step {state.step}"] if state else []
             print(f"{project.name}/{info.name}\t{info.created}\t{', '.join(notes)}\t{info.path}")
     return 0
+
+
+def _quiet_loaders() -> None:
+    """No loading bars from diffusers/transformers in the processes other than rank 0."""
+    try:
+        from diffusers.utils import logging as diffusers_logging
+
+        diffusers_logging.disable_progress_bar()
+    except ImportError:
+        pass
+
+
+class _Quiet:
+    """The progress printer of a process other than rank 0: it prints nothing."""
+
+    def __call__(self, event: Any) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
 
 
 class _NoHistory(list):

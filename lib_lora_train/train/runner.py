@@ -6,6 +6,7 @@ gradient checkpointing, clip skip and the global RNG, and checks that the module
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
@@ -19,6 +20,7 @@ from lib_lora_train.host import TrainingHost
 from lib_lora_train.store.logs import LossLog
 from lib_lora_train.train.adapters import inject_adapters
 from lib_lora_train.train.blocks import unet_param_groups
+from lib_lora_train.train.distributed import SOLO, Group
 from lib_lora_train.train.events import ProgressEvent
 from lib_lora_train.train.latents import LatentCache
 from lib_lora_train.train.loop import LoopContext, run_loop
@@ -57,14 +59,24 @@ def plan_length(settings, steps_per_epoch: int) -> tuple[int, int]:
 
 
 def train_version(
-    host: TrainingHost, settings, version, *, dataset_dir: Path | None = None, resume: bool = False
+    host: TrainingHost,
+    settings,
+    version,
+    *,
+    dataset_dir: Path | None = None,
+    resume: bool = False,
+    group: Group = SOLO,
 ) -> TrainResult:
-    """Train ``version`` (a store VersionPaths) on ``host`` with ``settings``; see the module docstring."""
+    """Train ``version`` (a store VersionPaths) on ``host`` with ``settings``; see the module docstring.
+
+    With ``group`` (a data-parallel run, ``train.distributed``) this process trains its shard of every batch and
+    only rank 0 writes files (checkpoints, state, samples, loss and run logs).
+    """
     result = TrainResult("error")
-    with run_log(Path(version.logs) / "run.log"):
+    with run_log(Path(version.logs) / "run.log") if group.is_main else contextlib.nullcontext():
         try:
             with host.training_session():
-                result = host.run_exclusive(lambda: _train(host, settings, version, dataset_dir, resume, result))
+                result = host.run_exclusive(lambda: _train(host, settings, version, dataset_dir, resume, result, group))
         except Exception as exc:  # reported, not raised: the UI shows the message, the log keeps the traceback
             log.error("training failed: %s\n%s", exc, traceback.format_exc())
             result.status = "error"
@@ -73,7 +85,7 @@ def train_version(
     return result
 
 
-def _train(host, settings, version, dataset_dir, resume, result: TrainResult) -> TrainResult:
+def _train(host, settings, version, dataset_dir, resume, result: TrainResult, group: Group = SOLO) -> TrainResult:
     from lib_lora_train.dataset.scan import scan_dataset
 
     root = Path(dataset_dir) if dataset_dir is not None else Path(version.dataset)
@@ -101,10 +113,13 @@ def _train(host, settings, version, dataset_dir, resume, result: TrainResult) ->
             feed_cache = LatentCache(settings.cache_latents, cache_folder if settings.cache_latents == "disk" else None)
             from lib_lora_train.train.batches import BatchFeed
 
-            feed = BatchFeed(host, scan, settings, feed_cache)
+            reg_scan = _reg_images(host, settings)
+            feed = BatchFeed(host, scan, settings, feed_cache, reg_scan, world=group.world)
             doing = "caching latents of" if settings.cache_latents != "none" else "checking"
             _say(host, f"{doing} {len(feed.items)} images")
             feed.precache(on_skip=lambda problem: _report_problem(host, problem))
+            if settings.masked_loss:
+                _say(host, feed.mask_summary())
             # peft draws the initial lora_down weights from the global generator: seed it for reproducible runs
             torch.manual_seed(derived_seed(settings.seed, "init"))
             handle = inject_adapters(parts, settings, train_unet=train_unet, train_te=train_te)
@@ -143,6 +158,7 @@ def _train(host, settings, version, dataset_dir, resume, result: TrainResult) ->
                 total_steps,
                 total_epochs,
                 loss_read_every=1 if parts.device.type == "cpu" else 10,
+                group=group,
             )
             started_at = time.time()
             output_name = settings.output_name or version.output_name
@@ -176,6 +192,8 @@ def _train(host, settings, version, dataset_dir, resume, result: TrainResult) ->
                     max_train_steps=total_steps,
                     num_batches_per_epoch=feed.batches_per_epoch,
                     mixed_precision=precision.name,
+                    world_size=group.world,
+                    reg_scan=reg_scan,
                 )
                 saved_at["step"] = step
                 result.checkpoints.append(Path(path))
@@ -195,6 +213,8 @@ def _train(host, settings, version, dataset_dir, resume, result: TrainResult) ->
             def on_epoch_end(epoch: int, step: int) -> None:
                 last = step == total_steps
                 host.report(ProgressEvent("epoch", step, total_steps, epoch, total_epochs))
+                if not group.is_main:
+                    return
                 if last:
                     save(None, step)
                 elif settings.save_every and epoch % settings.save_every == 0:
@@ -206,15 +226,14 @@ def _train(host, settings, version, dataset_dir, resume, result: TrainResult) ->
                     _samples(host, snapshots, settings, version, epoch, step, total_steps, parts.model_name,
                              output_name)  # fmt: skip
 
-            with LossLog(version.loss_log) as loss_log:
-                outcome = run_loop(
-                    ctx, start, on_epoch_end=on_epoch_end, on_losses=lambda rows: [loss_log.append(*r) for r in rows]
-                )
+            with LossLog(version.loss_log) if group.is_main else contextlib.nullcontext() as loss_log:
+                write = (lambda rows: [loss_log.append(*r) for r in rows]) if group.is_main else (lambda rows: None)
+                outcome = run_loop(ctx, start, on_epoch_end=on_epoch_end, on_losses=write)
             result.steps, result.final_loss = outcome.steps, outcome.last_loss
             if outcome.status == "stopped":
-                if settings.save_state:
+                if settings.save_state and group.is_main:
                     save_state(outcome.steps)
-                if outcome.steps > saved_at["step"]:
+                if outcome.steps > saved_at["step"] and group.is_main:
                     # what was trained since the last save is kept, under a name no loader mistakes for an epoch
                     save(outcome.steps // feed.steps_per_epoch, outcome.steps, version.partial_file(outcome.steps))
                 result.status, result.message = "stopped", f"stopped at step {outcome.steps} of {total_steps}"
@@ -235,6 +254,21 @@ def _train(host, settings, version, dataset_dir, resume, result: TrainResult) ->
     finally:
         _restore(handle, undo, snapshots)
     return result
+
+
+def _reg_images(host, settings):
+    """The regularisation images' scan (None without reg_data_dir), its problems reported like the dataset's."""
+    if not settings.reg_data_dir.strip():
+        return None
+    from lib_lora_train.dataset.reg_images import scan_reg_images
+
+    reg = scan_reg_images(settings.reg_data_dir, caption_extension=settings.caption_extension,
+                          default_repeats=settings.default_repeats)  # fmt: skip
+    for problem in reg.problems:
+        _report_problem(host, problem)
+    _say(host, f"{len(reg.items)} regularisation images from {settings.reg_data_dir} "
+         f"(prior_loss_weight {settings.prior_loss_weight:g})")  # fmt: skip
+    return reg
 
 
 def _say(host, message: str) -> None:
