@@ -11,6 +11,9 @@ peft (0.13.x) wraps each targeted layer in a tuner layer that keeps the original
   LyCORIS, ComfyUI and the WebUI all read. peft scales by ``alpha / r``; the file carries that scale folded into
   ``hada_w1_a`` and stores alpha = r, because LyCORIS's merge path applies ``alpha / r`` twice (``get_weight`` and
   ``get_diff_weight``), so any other alpha would merge at ``(alpha / r)²``. Decomposed LoKr is written the same way.
+- DoRA (``train.dora.DoraLayer``, LoRA-shaped): ``dora_scale`` (``(1, in)`` / ``(1, in, 1, 1)``) is written and read
+  beside the LoRA parts as it stands; the loaders' rule is in ``lora_format.dora``. peft's own ``use_dora`` (per
+  output row) is refused.
 - LoKr: ``lokr_w1`` or ``lokr_w1_a/_b``, ``lokr_w2`` or ``lokr_w2_a/_b`` (and ``lokr_t2``) keep their names.
   Loaders scale by ``alpha / dim`` where dim is the rank of a decomposed factor, and by 1 when both factors are
   full. peft 0.13.2 applies no scaling at all to LoKr (its forward uses the bare Kronecker product), so the
@@ -31,10 +34,12 @@ import torch
 from torch import nn
 
 from lib_lora_train.host import AdapterTarget
+from lib_lora_train.lora_format.dora import PART as DORA_PART
 from lib_lora_train.lora_format.keys import conv3x3_modules
 
 ADAPTER = "default"
 LOHA_PARTS = ("hada_w1_a", "hada_w1_b", "hada_w2_a", "hada_w2_b", "hada_t1", "hada_t2")
+LORA_PARTS = ("lora_down.weight", "lora_up.weight", DORA_PART)
 LOKR_PARTS = ("lokr_w1", "lokr_w1_a", "lokr_w1_b", "lokr_w2", "lokr_w2_a", "lokr_w2_b", "lokr_t2")
 NETWORK_KINDS = {"lora": "lora", "locon": "lora", "loha": "loha", "lokr": "lokr"}
 # LyCORIS types written with alpha/rank folded into a factor (alpha = rank): the part that carries the scale
@@ -163,10 +168,13 @@ def adapter_state_dict(
 
 def _layer_parts(layer: nn.Module, kind: str) -> dict[str, torch.Tensor]:
     if kind == "lora":
-        return {
+        parts = {
             "lora_down.weight": _cpu(layer.lora_A[ADAPTER].weight),
             "lora_up.weight": _cpu(layer.lora_B[ADAPTER].weight),
         }
+        if ADAPTER in getattr(layer, DORA_PART, {}):
+            parts[DORA_PART] = _cpu(getattr(layer, DORA_PART)[ADAPTER])
+        return parts
     names = LOHA_PARTS if kind == "loha" else LOKR_PARTS
     return {name: _cpu(getattr(layer, name)[ADAPTER]) for name in names if ADAPTER in getattr(layer, name, {})}
 
@@ -208,17 +216,20 @@ def load_adapter_state_dict(
 
 
 def _load_layer(layer: nn.Module, kind: str, name: str, parts: dict[str, torch.Tensor]) -> None:
-    expected = {"lora": ("lora_down.weight", "lora_up.weight"), "loha": LOHA_PARTS, "lokr": LOKR_PARTS}[kind]
+    expected = {"lora": LORA_PARTS, "loha": LOHA_PARTS, "lokr": LOKR_PARTS}[kind]
     present = {part: tensor for part, tensor in parts.items() if part in expected}
-    if (kind == "lora" and len(present) != 2) or not present:
+    if (kind == "lora" and not {"lora_down.weight", "lora_up.weight"} <= set(present)) or not present:
         found = ", ".join(sorted(parts))
         raise ValueError(f"{name}: the file holds {found}, which does not fit a {kind} adapter; train a new {kind}")
+    _check_dora(layer, name, present)
     dim = _loader_dim(kind, present)
     alpha = parts.get("alpha")
     file_scale = 1.0 if dim is None or alpha is None else float(alpha) / dim
     ratio = file_scale / effective_scale(layer)
     if kind == "lora":
         targets = {"lora_down.weight": layer.lora_A[ADAPTER].weight, "lora_up.weight": layer.lora_B[ADAPTER].weight}
+        if DORA_PART in present:  # the delta is kept (up absorbs any alpha ratio): the scale goes in as it is
+            targets[DORA_PART] = getattr(layer, DORA_PART)[ADAPTER]
         scaled = "lora_up.weight"
     else:
         targets = {part: getattr(layer, part)[ADAPTER] for part in present if ADAPTER in getattr(layer, part, {})}
@@ -240,6 +251,22 @@ def _load_layer(layer: nn.Module, kind: str, name: str, parts: dict[str, torch.T
             if part == scaled:
                 value = value * ratio
             param.copy_(value)
+
+
+def _check_dora(layer: nn.Module, name: str, present: Mapping[str, torch.Tensor]) -> None:
+    """A DoRA file into DoRA layers only, and only with the per-input-channel scale the loaders read."""
+    in_file, in_layer = DORA_PART in present, ADAPTER in getattr(layer, DORA_PART, {})
+    if in_file and not in_layer:
+        raise ValueError(f"{name}: the file is a DoRA (it has dora_scale); train with dora_wd on")
+    if in_layer and not in_file:
+        raise ValueError(f"{name}: the file is a plain LoRA (no dora_scale); train with dora_wd off")
+    if in_file:
+        scale, param = present[DORA_PART], getattr(layer, DORA_PART)[ADAPTER]
+        if scale.shape[0] != 1 or scale.numel() != param.numel():
+            raise ValueError(
+                f"{name}.dora_scale: shape {tuple(scale.shape)} is not one scale per input channel "
+                f"{tuple(param.shape)}; only LyCORIS's wd_on_out=False DoRA (what the WebUI reads) can be continued"
+            )
 
 
 def conv_rank_patterns(

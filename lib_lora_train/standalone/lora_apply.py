@@ -2,9 +2,10 @@
 
 The standalone app has no WebUI to read ``<lora:NAME:W>``, so it does what the WebUI's built-in loader does: each
 module's weight delta is rebuilt from the file with the loader's rule (``scale = alpha / rank``, LoKr unscaled when
-neither factor is decomposed), multiplied by the prompt's weight and added to the layer; the original weights are
-kept and put back, bit for bit, when the render ends (``applied``). Module names come from the same kohya name map
-that writes our files (``lora_format.keys``), so every key of a file we trained finds its layer.
+neither factor is decomposed; a DoRA's ``dora_scale`` renormalises it, ``lora_format.dora``), multiplied by the
+prompt's weight and added to the layer; the original weights are kept and put back, bit for bit, when the render
+ends (``applied``). Module names come from the same kohya name map that writes our files (``lora_format.keys``),
+so every key of a file we trained finds its layer.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from pathlib import Path
 import torch
 
 from lib_lora_train.host import AdapterTarget
+from lib_lora_train.lora_format.dora import PART as DORA_PART
+from lib_lora_train.lora_format.dora import decomposed_weight
 from lib_lora_train.lora_format.file import read_lora_file
 from lib_lora_train.lora_format.keys import kohya_module_names
 
@@ -113,6 +116,9 @@ def applied(pipe, loras: Sequence[tuple[Path, float]]) -> Iterator[list[str]]:
                     raise LoraApplyError(f"{path.name}: module {name}: {exc}") from None
                 if id(layer) not in backups:
                     backups[id(layer)] = (layer, layer.weight.detach().clone())
+                if DORA_PART in parts:  # renormalised against the original weight, as the WebUI does
+                    original = backups[id(layer)][1].float()
+                    delta = decomposed_weight(original, delta.to(original.device), parts[DORA_PART].float()) - original
                 with torch.no_grad():
                     layer.weight += (weight * delta).to(layer.weight.device, layer.weight.dtype)
             if unmatched:

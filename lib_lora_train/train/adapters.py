@@ -19,6 +19,7 @@ import torch
 
 from lib_lora_train.host import AdapterTarget, ModelParts
 from lib_lora_train.train.blocks import BlockPlan, unet_block_plan
+from lib_lora_train.train.dora import wrap_with_dora
 from lib_lora_train.train.mha_split import MhaSplit, split_attention
 from lib_lora_train.train.tree_guard import TreeSnapshot
 
@@ -158,10 +159,11 @@ def inject_into_target(
     conv_alpha: float,
     ranks: dict[str, tuple[int, float]] | None = None,
     dropouts: tuple[float, float] = (0.0, 0.0),
+    dora: bool = False,
 ) -> InjectedTarget:
     r"""Inject adapters at exactly ``paths`` under ``target.module``; 3x3 convs get (conv_rank, conv_alpha), and
     ``ranks`` (path -> (rank, alpha), from block-wise settings) overrides both. ``dropouts``: peft's (rank, module)
-    dropout for LoHa / LoKr.
+    dropout for LoHa / LoKr. ``dora``: our DoRA layers (``train.dora``) instead of peft's LoRA, for lora / locon.
 
     One injection per (rank, alpha) rather than ``rank_pattern``: the result does not depend on how each peft
     tuner matches pattern keys (LoRA tries ``.*\.<key>$`` and then the exact path; LoHa/LoKr ``(.*\.)?<key>$``).
@@ -184,7 +186,10 @@ def inject_into_target(
     injected = InjectedTarget(target, group, [], originals, snapshot)
     try:
         for (r, a), subset in subsets.items():
-            if subset:
+            if subset and dora:
+                wrap_with_dora(root, subset, r, a)
+                injected.paths += subset
+            elif subset:
                 config = peft_config(network, r, a, subset, *dropouts)
                 inject_adapter_in_model(config, root, adapter_name=ADAPTER_NAME)
                 root.__dict__.pop("peft_config", None)  # peft leaves its config on the root; we keep none
@@ -241,6 +246,7 @@ def inject_adapters(parts: ModelParts, settings, *, train_unet: bool = True, tra
                     conv_alpha=settings.conv_alpha,
                     ranks=handle.block_plan.ranks if group == "unet" and handle.block_plan else None,
                     dropouts=(settings.rank_dropout, settings.module_dropout),
+                    dora=settings.dora_wd,
                 )
             )
         if wants_hooks(settings):
