@@ -18,6 +18,7 @@ from lib_lora_train.compare.plan import PlanError
 from lib_lora_train.compare.service import DEFAULT_WEIGHTS, CompareRequest
 from lib_lora_train.compare.xyz import HandoffError, plan_handoffs, txt2img_payload
 from lib_lora_train.store import StoreError
+from lib_lora_train.ui.pydantic_compat import model_dict
 from lib_lora_train.ui.runtime import current
 
 PREFIX = "/train-tools/v1"
@@ -109,7 +110,7 @@ def build_router(
     def compare(body: CompareBody):
         """Render an epoch x weight comparison of a version with the loaded model (blocks until done; the WebUI's
         Interrupt stops it and returns what was rendered). 404: no such version; 422: a bad setting (field named)."""
-        request = CompareRequest(**body.dict())
+        request = CompareRequest(**model_dict(body))
         try:
             plan, result = run(request)
         except PlanError as exc:

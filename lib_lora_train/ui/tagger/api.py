@@ -46,6 +46,7 @@ from lib_lora_train.tagger.postprocess import TagOrder
 from lib_lora_train.tagger.runtime import TaggerLoadError
 from lib_lora_train.tagger.service import TaggerService
 from lib_lora_train.tagger.tag_table import TagTableError
+from lib_lora_train.ui.pydantic_compat import StrictModel
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +86,7 @@ class TaggerInterrogatorsResponse(BaseModel):
     models: list[str] = Field(..., title="Models", description="Every name /tagger/v1/interrogate accepts")
 
 
-class TaggerBatchRequest(BaseModel):
+class TaggerBatchRequest(StrictModel):
     input_dir: str = Field(..., description="Folder of images (searched recursively unless recursive is false)")
     model: str = Field("", description="Model name; empty for the default model of the settings")
     output_dir: str = Field("", description="Where captions go; empty for beside each image")
@@ -105,9 +106,6 @@ class TaggerBatchRequest(BaseModel):
     max_tags: int = Field(0, ge=0, description="0 for no limit")
     batch_size: int = Field(0, ge=0, description="0 to choose for the model and device")
     fast_jpeg: bool = Field(True, description="Decode big JPEGs at a reduced scale, still twice the model's size")
-
-    class Config:
-        extra = "forbid"
 
 
 class TaggerBatchResponse(BaseModel):

@@ -1,4 +1,4 @@
-"""The Tagger tab (gradio 3.41, as in the WebUI v1.10.x). Only wiring: the logic is ``tagger.tab_actions``.
+"""The Tagger tab (gradio 3.41 in the WebUI v1.10.x, 4.40 in Forge; see ui.gradio_compat). Only wiring: the logic is ``tagger.tab_actions``.
 
 The host comes in through the runtime: the GPU queue and progress/interrupt state around a folder job, the host's
 progress bar on the start button, the "Send to txt2img/img2img" buttons where the host has those tabs, and whether
@@ -19,6 +19,7 @@ from lib_lora_train.tagger.tab_actions import (
     tag_folder,
     unload_models,
 )
+from lib_lora_train.ui import gradio_compat
 from lib_lora_train.ui.runtime import current
 from lib_lora_train.ui.tagger.api import other_api_note
 from lib_lora_train.ui.tagger.settings import get_tagger_service, read_tagger_settings
@@ -53,7 +54,7 @@ def build_tagger_tab() -> gr.Blocks:
             with gr.Column():
                 with gr.Tabs():
                     with gr.Tab("Single image"):
-                        image = gr.Image(type="pil", source="upload", label="Image", elem_id=f"{ID}_image")
+                        image = gr.Image(type="pil", **gradio_compat.upload_only(), label="Image", elem_id=f"{ID}_image")
                         interrogate = gr.Button("Interrogate", variant="primary", elem_id=f"{ID}_interrogate")
                     with gr.Tab("Batch from folder"):
                         input_dir = gr.Textbox(label="Input folder", placeholder="/path/to/images")
@@ -135,13 +136,13 @@ def build_tagger_tab() -> gr.Blocks:
             folder_fn,
             [id_task, model, *folder_inputs, *tag_inputs],
             [summary, info],
-            _js=runtime.progress_js(f"{ID}_progress"),
+            **gradio_compat.js(runtime.progress_js(f"{ID}_progress")),
         )
         interrupt.click(lambda: runtime.state.interrupt(), [], [])
         unload.click(lambda: unload_models(service), [], [status])
         refresh.click(lambda: gr.update(choices=service.model_names()), [], [model])
         model.change(on_model, [model], [general, character])
-        copy_button.click(None, [caption], [], _js=_COPY_JS)
+        copy_button.click(None, [caption], [], **gradio_compat.js(_COPY_JS))
         for tabname, button in send.items():
             runtime.bind_send_button(button, tabname, caption, image if tabname == "img2img" else None)
     return tab

@@ -19,6 +19,7 @@ from lib_lora_train.bootstrap.loop import LoopError
 from lib_lora_train.bootstrap.prompts import DEFAULT_VIEWS
 from lib_lora_train.settings import SettingsError, TrainSettings
 from lib_lora_train.store import StoreError
+from lib_lora_train.ui.pydantic_compat import model_dict
 from lib_lora_train.ui.train.bootstrap_runner import StartRequest, bootstrap_runner
 
 PREFIX = "/train-tools/v1/bootstrap"
@@ -71,7 +72,7 @@ def build_router(auth_dependency: Callable | None) -> APIRouter:
             TrainSettings.from_dict(
                 {**TrainSettings().to_dict(), "resolution": body.resolution or 512, **body.settings}
             )
-            runner.start(StartRequest(**body.dict()))
+            runner.start(StartRequest(**model_dict(body)))
         except (LoopError, CropError, SettingsError, StoreError, ValueError) as exc:
             raise _fail(exc) from None
         return runner.status(body.project)

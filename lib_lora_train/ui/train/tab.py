@@ -12,7 +12,7 @@ import gradio as gr
 
 from lib_lora_train.settings import TrainSettings
 from lib_lora_train.train.plan import PRESETS, preset_settings
-from lib_lora_train.ui import options, services
+from lib_lora_train.ui import gradio_compat, options, services
 from lib_lora_train.ui.runtime import current
 from lib_lora_train.ui.train import actions as act
 
@@ -214,7 +214,7 @@ def build_train_tab() -> gr.Blocks:
             do_start,
             [task_id, project, version, folder, repeats, base_model, restore_model, compare_after, *inputs],
             outputs,
-            _js=current().progress_js(f"{P}_status"),
+            **gradio_compat.js(current().progress_js(f"{P}_status")),
         )
         stop.click(lambda: act.status_markdown(services.jobs().stop()), [], [status])
         refresh_models.click(lambda: gr.update(choices=[LOADED, *current().checkpoint_choices()]), [], [base_model])

@@ -1,0 +1,24 @@
+"""The gradio differences between our two hosts, each handled here once, so the tabs are written one way.
+
+A1111 WebUI v1.10.x runs gradio 3.41; Forge (main, since its 2024 rewrite) runs gradio 4.40. What differs for us:
+- an event's client-side function is ``_js=`` in gradio 3 and ``js=`` in gradio 4;
+- an Image input's upload source is ``source="upload"`` in gradio 3 and ``sources=["upload"]`` in gradio 4.
+"""
+
+from __future__ import annotations
+
+import gradio as gr
+
+GRADIO_MAJOR = int(str(gr.__version__).split(".")[0])
+
+
+def js(code: str | None) -> dict:
+    """Keyword arguments for an event listener's client-side function."""
+    if code is None:
+        return {}
+    return {"js": code} if GRADIO_MAJOR >= 4 else {"_js": code}
+
+
+def upload_only() -> dict:
+    """Keyword arguments for a ``gr.Image`` that takes uploads only (no webcam, no clipboard)."""
+    return {"sources": ["upload"]} if GRADIO_MAJOR >= 4 else {"source": "upload"}
