@@ -208,8 +208,12 @@ def inject_into_target(
     return injected
 
 
-def inject_adapters(parts: ModelParts, settings, *, train_unet: bool = True, train_te: bool = True) -> AdapterHandle:
+def inject_adapters(
+    parts: ModelParts, settings, *, train_unet: bool = True, train_te: bool = True, module_ranks=None
+) -> AdapterHandle:
     """Adapters into the UNet (if ``train_unet``) and text encoders (if ``train_te``), targets from lora_format.keys.
+    ``module_ranks``: target prefix -> {path: (rank, alpha)} for modules with their own, also modules outside the
+    usual targets (a start file's, see ``start_weights``).
 
     Afterwards only adapter parameters require gradients: the host's own weights are frozen in every part (also in
     parts without adapters, so that no gradient is computed for them). Adapter weights are fp32 whatever the host's
@@ -232,6 +236,9 @@ def inject_adapters(parts: ModelParts, settings, *, train_unet: bool = True, tra
             for te in parts.text_encoders:
                 jobs.append((te, "te", _te_paths(te, handle)))
         for target, group, paths in jobs:
+            own = (module_ranks or {}).get(target.prefix, {})
+            paths = paths + [p for p in own if p not in set(paths)]
+            ranks = {**(handle.block_plan.ranks if group == "unet" and handle.block_plan else {}), **own}
             if not paths:  # every UNet block switched off by block-wise settings
                 continue
             handle.targets.append(
@@ -244,7 +251,7 @@ def inject_adapters(parts: ModelParts, settings, *, train_unet: bool = True, tra
                     alpha=settings.alpha,
                     conv_rank=settings.conv_rank,
                     conv_alpha=settings.conv_alpha,
-                    ranks=handle.block_plan.ranks if group == "unet" and handle.block_plan else None,
+                    ranks=ranks or None,
                     dropouts=(settings.rank_dropout, settings.module_dropout),
                     dora=settings.dora_wd,
                 )

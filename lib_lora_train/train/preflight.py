@@ -40,10 +40,10 @@ def check_environment(settings, dataset_dir: str | Path | None = None) -> None:
             check_masks(list(iter_image_files(Path(dataset_dir))), settings.mask_dir)
         except MaskError as exc:
             raise SettingsError("mask_dir", str(exc).removeprefix("mask_dir ")) from None
-    if settings.network_weights.strip() and not Path(settings.network_weights).is_file():
-        raise SettingsError(
-            "network_weights", f"{settings.network_weights}: no such LoRA file; give the path of a .safetensors LoRA"
-        )
+    if settings.network_weights.strip():
+        from lib_lora_train.train.start_weights import check_start_file
+
+        check_start_file(settings)  # there, a LoRA of the run's network type and shape
 
 
 def check_model(settings, parts) -> None:
@@ -55,6 +55,10 @@ def check_model(settings, parts) -> None:
 
     if is_block_wise(settings):
         check_block_settings(settings, parts.arch)
+    if settings.network_weights.strip():
+        from lib_lora_train.train.start_weights import check_start_fits
+
+        check_start_fits(settings, parts)  # its modules are modules of this model that the run adapts
     if settings.network in ("lora", "locon", "loha") and settings.unet_lr > 0:
         network = "lora" if settings.network == "lora" else "locon"
         modules = dict(parts.unet.module.named_modules())

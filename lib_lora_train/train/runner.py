@@ -31,6 +31,7 @@ from lib_lora_train.train.preflight import check_environment, check_model
 from lib_lora_train.train.runlog import run_log
 from lib_lora_train.train.saving import render_and_save_samples, sample_requests, save_checkpoint
 from lib_lora_train.train.schedulers import build_scheduler
+from lib_lora_train.train.start_weights import open_start_weights
 from lib_lora_train.train.state import load_training_state, save_training_state
 from lib_lora_train.train.tree_guard import TreeSnapshot
 
@@ -95,6 +96,8 @@ def _train(host, settings, version, dataset_dir, resume, result: TrainResult, gr
     parts = host.model_parts()
     check_environment(settings, root)
     check_model(settings, parts)  # before a single module of the host is touched
+    start = open_start_weights(settings, parts)  # network_weights: the file's shape under dim_from_weights
+    settings = start.settings if start is not None else settings
     train_unet, train_te = settings.unet_lr > 0, settings.te_lr > 0
     precision = resolve_precision(settings.mixed_precision, parts.device, parts.weight_dtype)
     if precision.note:
@@ -122,9 +125,13 @@ def _train(host, settings, version, dataset_dir, resume, result: TrainResult, gr
                 _say(host, feed.mask_summary())
             # peft draws the initial lora_down weights from the global generator: seed it for reproducible runs
             torch.manual_seed(derived_seed(settings.seed, "init"))
-            handle = inject_adapters(parts, settings, train_unet=train_unet, train_te=train_te)
+            handle = inject_adapters(parts, settings, train_unet=train_unet, train_te=train_te,
+                                     module_ranks=start.ranks if start is not None else None)  # fmt: skip
             for line in handle.summary():
                 _say(host, line)
+            if start is not None and not resume:  # a resumed run's state holds its weights
+                for line in start.load(handle):
+                    _say(host, line)
             undo.append(host.set_gradient_checkpointing(settings.gradient_checkpointing))
             for module, _ in snapshots:
                 module.train()
