@@ -14,6 +14,7 @@ import json
 import logging
 import signal
 import sys
+import time
 from pathlib import Path
 from typing import Any, get_type_hints
 
@@ -362,13 +363,17 @@ def _train_in_store(args: argparse.Namespace, settings: TrainSettings, store, ve
     dtype = (
         {"fp16": torch.float16, "bf16": torch.bfloat16}.get(settings.mixed_precision) if device.type == "cuda" else None
     )
-    stop = {"requested": False}
+    stop = {"requested": False, "at": 0.0}
 
     def on_sigint(signum, frame):  # first Ctrl+C: stop after the current step; second: abort
         if stop["requested"]:
+            # torchrun passes the terminal's Ctrl+C on to its processes, which then see it twice at once
+            if group.active and time.monotonic() - stop["at"] < 2.0:
+                return
             raise KeyboardInterrupt
-        stop["requested"] = True
-        print("\nstopping after this step (Ctrl+C again to abort)", file=sys.stderr)
+        stop["requested"], stop["at"] = True, time.monotonic()
+        if group.is_main:
+            print("\nstopping after this step (Ctrl+C again to abort)", file=sys.stderr)
 
     group = distributed.init_from_env(device)  # a data-parallel run: every process arrives here
     printer = _ProgressPrinter() if group.is_main else _Quiet()

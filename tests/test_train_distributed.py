@@ -1,6 +1,7 @@
 """Data-parallel training (#14): gloo processes on the CPU, launched as a user launches them (torchrun, or the
 launcher's environment variables by hand), against one process training the same global batches."""
 
+import json
 import os
 import signal
 import socket
@@ -106,6 +107,7 @@ def test_two_processes_at_batch_1_end_with_the_weights_of_one_at_batch_2(setup):
     assert run.stdout.count("done: trained 4 steps") == 1
 
 
+@pytest.mark.slow
 def test_a_killed_process_stops_the_others_and_resume_continues(setup, tmp_path):
     _, _, _, outputs = setup
     version = outputs / "p" / "versions" / "killed"
@@ -146,3 +148,29 @@ def test_a_killed_process_stops_the_others_and_resume_continues(setup, tmp_path)
         _weights(solo / "p-solo.safetensors"),
         moved_from=_weights(solo / "p-solo-000001.safetensors"),
     )
+
+
+def test_ctrl_c_under_torchrun_stops_every_process_after_the_same_step(setup):
+    """A terminal's Ctrl+C reaches torchrun and its processes, and torchrun passes it on: each process sees it twice
+    at once, which must still mean "stop after this step" (state and a partial file saved), not "abort"."""
+    _, _, _, outputs = setup
+    version = outputs / "p" / "versions" / "interrupted"
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port",
+               str(_free_port()), *_args(setup, "interrupted", "--epochs", str(EPOCHS), "--save-every", "1",
+                                         "--save-state")[1:]]  # fmt: skip
+    run = subprocess.Popen(command, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                           start_new_session=True)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while not (version / "state" / "state.json").exists():
+            assert run.poll() is None and time.monotonic() < deadline, "no state saved"
+            time.sleep(0.02)
+        os.killpg(run.pid, signal.SIGINT)  # what the terminal does: the whole foreground process group
+        out, _ = run.communicate(timeout=60)
+    finally:
+        if run.poll() is None:
+            os.killpg(run.pid, signal.SIGKILL)
+    partial = sorted((version / "checkpoints").glob("*-partial.safetensors"))
+    step = int(json.loads((version / "state" / "state.json").read_text())["step"])
+    assert out.count("stopped: stopped at step") == 1, out[-3000:]
+    assert len(partial) == 1 and f"step{step:06d}" in partial[0].name and step < 2 * EPOCHS
