@@ -269,3 +269,29 @@ def test_the_standalone_renderer_applies_dora_as_the_webui_does(tmp_path):
         assert checked == len(trained) == len({k.split(".")[0] for k in tensors})
     for module_path in names:
         assert torch.equal(parts.unet.module.get_submodule(module_path).weight, before[module_path])
+
+
+def test_kohyas_dropouts_reach_a_dora_layer():
+    from lib_lora_train.train.dropouts import attach_dropouts
+
+    torch.manual_seed(0)
+    base = nn.Linear(12, 7)
+    layer = DoraLayer(base, rank=4, alpha=4.0)
+    _randomise([layer])
+    x = _input(base, torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        clean = layer(x)
+    hooks = attach_dropouts([layer], TrainSettings(network="lora", dora_wd=True, rank_dropout=0.5, module_dropout=0.5))
+    try:
+        layer.train()
+        torch.manual_seed(3)
+        with torch.no_grad():
+            outs = [layer(x) for _ in range(8)]
+        assert any(torch.equal(out, base(x)) for out in outs)  # a module dropped: the original layer alone
+        assert any(not torch.equal(out, base(x)) and not torch.allclose(out, clean) for out in outs)  # ranks dropped
+        layer.eval()
+        with torch.no_grad():
+            assert torch.equal(layer(x), clean)  # nothing is dropped outside training
+    finally:
+        for hook in hooks:
+            hook.remove()
