@@ -3,6 +3,7 @@
 import math
 
 import pytest
+import torch
 from safetensors import safe_open
 
 from lib_lora_train.cli import main
@@ -196,3 +197,35 @@ def test_the_run_log_names_each_changed_block(sd1):
         assert not any(line.startswith("block-wise: up") for line in notes)  # up blocks keep the defaults
     finally:
         handle.remove()
+
+
+class _StopAfter(DiffusersHost):
+    def __init__(self, pipe, steps):
+        super().__init__(pipe)
+        self.steps = steps
+
+    def should_stop(self):
+        return sum(1 for e in self.events if e.kind == "step") >= self.steps
+
+
+def test_block_wise_runs_resume_exactly_with_their_param_groups_and_schedule(sd1, dataset, tmp_path):
+    from safetensors.torch import load_file
+
+    settings = TrainSettings(
+        resolution=64, batch_size=2, epochs=2, mixed_precision="no", network="locon", rank=4, alpha=2, unet_lr=1e-2,
+        lr_scheduler="linear", save_state=True, save_precision="fp32", down_lr_weight="linear+0.2",
+        mid_lr_weight="0", up_lr_weight="cosine", block_dims=",".join(["2"] * 12 + ["4"] * 13),
+    )  # fmt: skip
+    store = ProjectStore(tmp_path / "out")
+    straight, resumed = store.create_version("p", "straight"), store.create_version("p", "resumed")
+    assert train_version(DiffusersHost(sd1.pipe), settings, straight, dataset_dir=dataset).status == "done"
+    assert train_version(_StopAfter(sd1.pipe, 3), settings, resumed, dataset_dir=dataset).status == "stopped"
+    # the state saved at the stop has a group per lr weight, each at the linear schedule's factor for step 3 of 4
+    state = torch.load(resumed.path / "state" / "optimizer.pt", weights_only=False)
+    groups = state["optimizer"]["param_groups"]
+    assert len(groups) > 3 and len({g["initial_lr"] for g in groups}) == len(groups)
+    assert all(g["lr"] == pytest.approx(0.25 * g["initial_lr"]) for g in groups)
+    assert train_version(DiffusersHost(sd1.pipe), settings, resumed, dataset_dir=dataset, resume=True).status == "done"
+    a, b = load_file(str(straight.checkpoint_file(None))), load_file(str(resumed.checkpoint_file(None)))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert not any("mid_block" in k for k in a)  # mid lr weight 0
