@@ -15,7 +15,7 @@ from __future__ import annotations
 import datetime
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -34,6 +34,9 @@ class Group:
     rank: int = 0
     world: int = 1
     local_rank: int = 0
+    # a gloo group for the small CPU-side collectives (stop flag, barriers): with NCCL they would sync the GPU's queue
+    # every step, and gloo sees a dead peer's closed connection at once where NCCL waits for its timeout
+    control: object = field(default=None, compare=False, repr=False)
 
     @property
     def active(self) -> bool:
@@ -74,17 +77,17 @@ class Group:
             offset += n
         return flat[-1].to(loss.dtype)
 
-    def any(self, flag: bool, device: torch.device) -> bool:
+    def any(self, flag: bool) -> bool:
         """Whether any process says ``flag`` (a stop request): all of them then stop at the same step."""
         if not self.active:
             return flag
-        value = torch.tensor([1.0 if flag else 0.0], device=device)
-        self._all_reduce(value)
+        value = torch.tensor([1.0 if flag else 0.0])
+        self._call(torch.distributed.all_reduce, value, op=torch.distributed.ReduceOp.SUM, group=self.control)
         return bool(value.item() > 0)
 
     def barrier(self) -> None:
         if self.active:
-            self._call(torch.distributed.barrier)
+            self._call(torch.distributed.barrier, group=self.control)
 
     def _all_reduce(self, tensor: torch.Tensor) -> None:
         self._call(torch.distributed.all_reduce, tensor, op=torch.distributed.ReduceOp.SUM)
@@ -172,7 +175,9 @@ def init_from_env(device: torch.device) -> Group:
             timeout=datetime.timedelta(seconds=timeout_s()),
             device_id=device if device.type == "cuda" else None,
         )
-    return Group(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+    # one gloo group for the control messages on every backend, so that the CPU runs (and tests) take the GPU's path
+    control = dist.new_group(backend="gloo", timeout=datetime.timedelta(seconds=timeout_s()))
+    return Group(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")), control)
 
 
 def teardown(group: Group) -> None:

@@ -168,7 +168,7 @@ def run_loop(
     steps_per_epoch = ctx.feed.steps_per_epoch
     step = start_step
     while step < ctx.total_steps:
-        if ctx.group.any(ctx.host.should_stop(), ctx.parts.device):
+        if ctx.group.any(ctx.host.should_stop()):
             _flush(pending, meter, on_losses, steps_per_epoch)
             return LoopOutcome("stopped", step, last_loss)
         lr = ctx.scheduler.get_last_lr()[0]
