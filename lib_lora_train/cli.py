@@ -205,6 +205,8 @@ class _ProgressPrinter:
                 post["loss"] = f"{event.loss_avg:.4f}"
             if event.lr is not None:
                 post["lr"] = f"{event.lr:.2e}"
+            if event.memory:
+                post["mem"] = event.memory.split(" (")[0]
             self.bar.set_postfix(post, refresh=False)  # before the update, which draws the bar with it
             self.bar.update(event.step - self.bar.n)
         elif event.kind in ("checkpoint", "sample"):

@@ -16,6 +16,7 @@ from lib_lora_train.train import noise as N
 from lib_lora_train.train.batches import BatchFeed
 from lib_lora_train.train.distributed import SOLO, Group
 from lib_lora_train.train.events import ProgressEvent, ProgressMeter
+from lib_lora_train.train.memory import device_memory
 from lib_lora_train.train.precision import Precision, autocast
 
 
@@ -194,12 +195,18 @@ def run_loop(
                 lr,
                 meter.it_per_s,
                 meter.eta_s(step),
+                memory=_memory_text(ctx.parts.device),
             )
         )
         if step % steps_per_epoch == 0 or step == ctx.total_steps:
             _flush(pending, meter, on_losses, steps_per_epoch)
             on_epoch_end(epoch, step)
     return LoopOutcome("done", step, last_loss)
+
+
+def _memory_text(device) -> str:
+    use = device_memory(device)
+    return use.text() if use is not None else ""
 
 
 def _flush(pending, meter: ProgressMeter, on_losses, steps_per_epoch: int) -> float | None:

@@ -98,6 +98,9 @@ def _train(host, settings, version, dataset_dir, resume, result: TrainResult, gr
     check_model(settings, parts)  # before a single module of the host is touched
     start = open_start_weights(settings, parts)  # network_weights: the file's shape under dim_from_weights
     settings = start.settings if start is not None else settings
+    if group.is_main and hasattr(version, "update_info"):
+        # which model this version trained on, beside its settings (the files' ss_sd_model_* say it too)
+        version.update_info(base_model={"name": parts.model_name, "hash": parts.model_hash, "arch": parts.arch})
     train_unet, train_te = settings.unet_lr > 0, settings.te_lr > 0
     precision = resolve_precision(settings.mixed_precision, parts.device, parts.weight_dtype)
     if precision.note:
