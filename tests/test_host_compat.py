@@ -16,6 +16,7 @@ def test_gradio_keywords_follow_the_host_version(monkeypatch, major, js, upload)
     monkeypatch.setattr(gradio_compat, "GRADIO_MAJOR", major)
     assert gradio_compat.js("() => 1") == {js: "() => 1"} and gradio_compat.js(None) == {}
     assert gradio_compat.upload_only() == upload
+    assert gradio_compat.plot_size(500, 250) == ({"width": 500, "height": 250} if major == 3 else {"height": 250})
 
 
 def test_strict_models_refuse_unknown_fields_and_dump_to_dicts():

@@ -108,3 +108,18 @@ def test_a_base_model_the_host_cannot_switch_to_is_422_before_anything_is_made(a
     assert answer.status_code == 422 and answer.json()["detail"]["field"] == "base_model"
     assert "loaded model only" in answer.json()["detail"]["message"]
     assert not (tmp_path / "train_tools" / "alice").exists()
+
+
+def test_a_host_that_cannot_train_says_so_before_anything_is_made(tmp_path):
+    store = ProjectStore(tmp_path / "train_tools")
+    runner = JobRunner(make_host=FakeHost, store_factory=lambda: store, train_fn=fake_train())
+
+    def forge():
+        raise ValueError("training inside Stable Diffusion WebUI Forge is not supported yet; train in ...")
+
+    app = FastAPI()
+    mount_train_api(app, jobs=runner, store_factory=lambda: store, check_host=forge)
+    body = {"project": "alice", "version": "v1", "dataset": str(make_dataset(tmp_path / "data"))}
+    answer = TestClient(app).post("/train-tools/v1/train", json=body)
+    assert answer.status_code == 501 and "Forge is not supported yet" in answer.json()["detail"]
+    assert not (tmp_path / "train_tools" / "alice").exists()

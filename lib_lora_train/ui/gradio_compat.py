@@ -2,7 +2,8 @@
 
 A1111 WebUI v1.10.x runs gradio 3.41; Forge (main, since its 2024 rewrite) runs gradio 4.40. What differs for us:
 - an event's client-side function is ``_js=`` in gradio 3 and ``js=`` in gradio 4;
-- an Image input's upload source is ``source="upload"`` in gradio 3 and ``sources=["upload"]`` in gradio 4.
+- an Image input's upload source is ``source="upload"`` in gradio 3 and ``sources=["upload"]`` in gradio 4;
+- a LinePlot takes ``width`` and ``height`` in gradio 3, only ``height`` in gradio 4.40 (it fills its column).
 """
 
 from __future__ import annotations
@@ -22,3 +23,8 @@ def js(code: str | None) -> dict:
 def upload_only() -> dict:
     """Keyword arguments for a ``gr.Image`` that takes uploads only (no webcam, no clipboard)."""
     return {"sources": ["upload"]} if GRADIO_MAJOR >= 4 else {"source": "upload"}
+
+
+def plot_size(width: int, height: int) -> dict:
+    """Keyword arguments for a ``gr.LinePlot``'s size."""
+    return {"height": height} if GRADIO_MAJOR >= 4 else {"width": width, "height": height}

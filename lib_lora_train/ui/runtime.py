@@ -152,6 +152,10 @@ class UIRuntime:
         """``sd1``, ``sd2`` or ``sdxl`` for the loaded model; None when none is loaded."""
         return None
 
+    def training_unavailable(self) -> str | None:
+        """Why this host cannot train at all (a message naming what to use instead), or None when it can."""
+        return None
+
     def make_training_host(self, stop_event: threading.Event, listener: Callable[[Any], None], task_id: str | None):
         """A ``TrainingHost`` around the loaded model for one job; raises NoModelError when there is none."""
         raise NoModelError("this host has no model to train on")

@@ -116,6 +116,13 @@ def compare_after_run(job, paths):
     return result.grids, result.notes
 
 
+def check_can_train() -> None:
+    """ValueError with the host's reason when it cannot train at all (before a version folder is made)."""
+    reason = current().training_unavailable()
+    if reason:
+        raise ValueError(reason)
+
+
 def resolve_base_model(name: str | None) -> str:
     """The checkpoint a job asks to train on, as the host names it ("" = the loaded one); ValueError if unknown."""
     name = (name or "").strip()

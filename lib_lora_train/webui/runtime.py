@@ -30,6 +30,10 @@ function() {{
 """
 
 
+FORGE_NOT_YET = ("training inside Stable Diffusion WebUI Forge is not supported yet; train in the AUTOMATIC1111 "
+                 "WebUI v1.10 or with `python -m lib_lora_train train` (the LoRA files work in Forge)")
+
+
 class WebUIRuntime(UIRuntime):
     name = "webui"
 
@@ -114,6 +118,17 @@ class WebUIRuntime(UIRuntime):
             return "sdxl"
         return "sd2" if getattr(model, "is_sd2", False) else "sd1"
 
+    def training_unavailable(self) -> str | None:
+        # Forge keeps the A1111 modules API, so this adapter loads there and the other tabs work; its model objects
+        # (inference-mode weights, its own layer classes, its memory manager) need a Forge host adapter of their own
+        import importlib.util
+
+        from modules import shared
+
+        if hasattr(shared.sd_model, "forge_objects") or importlib.util.find_spec("modules_forge") is not None:
+            return FORGE_NOT_YET
+        return None
+
     def checkpoint_choices(self) -> list[str]:
         from modules import sd_models
 
@@ -156,6 +171,9 @@ class WebUIRuntime(UIRuntime):
 
         if shared.sd_model is None:
             raise NoModelError("no checkpoint is loaded")
+        reason = self.training_unavailable()
+        if reason:  # Forge's model objects are not the ldm/sgm ones this fingerprint reads
+            raise NoModelError(reason)
         with call_queue.queue_lock:
             return fingerprint(parts_to_fingerprint(shared.sd_model), live=live)
 

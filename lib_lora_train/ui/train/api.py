@@ -140,8 +140,8 @@ def fingerprint_model(parts: dict) -> FingerprintModel:
 
 
 def build_router(*, jobs: JobRunner, store_factory: Callable[[], Any], fingerprint_fn: Callable[[], dict] | None,
-                 auth_dependency: Callable | None, resolve_model: Callable[[str | None], str] | None = None
-                 ) -> APIRouter:  # fmt: skip
+                 auth_dependency: Callable | None, resolve_model: Callable[[str | None], str] | None = None,
+                 check_host: Callable[[], None] | None = None) -> APIRouter:  # fmt: skip
     """The routes, with ``auth_dependency`` (basic auth for ``--api-auth``) on every one of them; ``resolve_model``
     names a request's base model as the host does (ValueError when it has none of that name)."""
     router = APIRouter(prefix=PREFIX, tags=["LoRA Train Tools"])
@@ -162,6 +162,11 @@ def build_router(*, jobs: JobRunner, store_factory: Callable[[], Any], fingerpri
         poll ``/status``. 409 while another job runs, 422 for a bad setting, 400 for a bad name or folder."""
         from lib_lora_train.train.preflight import check_environment
 
+        try:
+            if check_host is not None:
+                check_host()
+        except ValueError as exc:  # a host that cannot train at all (Forge, for now)
+            raise HTTPException(501, detail=str(exc)) from None
         try:
             settings = TrainSettings.from_dict(request.settings)
             check_environment(settings, request.dataset or None)  # before the version folder is made
@@ -212,11 +217,12 @@ def build_router(*, jobs: JobRunner, store_factory: Callable[[], Any], fingerpri
 
 def mount_train_api(app: FastAPI, *, jobs: JobRunner, store_factory: Callable[[], Any],
                     fingerprint_fn: Callable[[], dict] | None = None, auth_dependency: Callable | None = None,
-                    resolve_model: Callable[[str | None], str] | None = None) -> None:  # fmt: skip
+                    resolve_model: Callable[[str | None], str] | None = None,
+                    check_host: Callable[[], None] | None = None) -> None:  # fmt: skip
     """Add the Train Tools routes to the host's FastAPI app."""
     app.include_router(
         build_router(jobs=jobs, store_factory=store_factory, fingerprint_fn=fingerprint_fn,
-                     auth_dependency=auth_dependency, resolve_model=resolve_model)  # fmt: skip
+                     auth_dependency=auth_dependency, resolve_model=resolve_model, check_host=check_host)  # fmt: skip
     )
 
 
@@ -225,4 +231,5 @@ def mount_default_train_api(app: FastAPI, auth_dependency: Callable | None = Non
     from lib_lora_train.ui import services
 
     mount_train_api(app, jobs=services.jobs(), store_factory=services.store, fingerprint_fn=services.host_fingerprint,
-                    auth_dependency=auth_dependency, resolve_model=services.resolve_base_model)  # fmt: skip
+                    auth_dependency=auth_dependency, resolve_model=services.resolve_base_model,
+                    check_host=services.check_can_train)  # fmt: skip

@@ -113,7 +113,8 @@ def build_train_tab() -> gr.Blocks:
         status = gr.Markdown(elem_id=f"{P}_status")
         task_id = gr.Textbox(visible=False, elem_id=f"{P}_task_id")
         with gr.Row():
-            loss_plot = gr.LinePlot(x="step", y="loss", title="Loss", width=500, height=250, elem_id=f"{P}_loss")
+            loss_plot = gr.LinePlot(x="step", y="loss", title="Loss", **gradio_compat.plot_size(500, 250),
+                                    elem_id=f"{P}_loss")
             samples = gr.Gallery(label="Samples (and the Epoch Compare grid)", columns=4, height=250, elem_id=f"{P}_samples")
         run_log = gr.Textbox(label="Run log", lines=6, max_lines=12, interactive=False, elem_id=f"{P}_log")
         checkpoints = gr.Dataframe(headers=["file", "epoch", "steps", "rank/alpha", "network", "use in txt2img"],
@@ -170,6 +171,7 @@ def build_train_tab() -> gr.Blocks:
 
         def do_start(task, proj, ver, path, rows, base, restore, compare, *values):  # *current would hide current()
             try:
+                services.check_can_train()
                 settings = act.settings_from_values(list(values))
                 base = services.resolve_base_model("" if base in (None, LOADED) else base)
             except ValueError as exc:
