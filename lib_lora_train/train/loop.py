@@ -173,8 +173,10 @@ def run_loop(
             _flush(pending, meter, on_losses, steps_per_epoch)
             return LoopOutcome("stopped", step, last_loss)
         lr = ctx.scheduler.get_last_lr()[0]
-        # per-step seeds also for anything inside the model that draws from the global generator (dropout)
-        torch.manual_seed(N.derived_seed(ctx.settings.seed, step, "torch"))
+        # per-step seeds also for anything inside the model that draws from the global generator (dropout); each
+        # process of a data-parallel run draws its own masks (one seed for all would give every shard rank 0's masks)
+        labels = ("torch", ctx.group.rank) if ctx.group.active else ("torch",)
+        torch.manual_seed(N.derived_seed(ctx.settings.seed, step, *labels))
         loss = optimizer_step(ctx, step)
         step += 1
         meter.tick(step)
