@@ -9,7 +9,7 @@ import time
 
 import pytest
 from PIL import Image
-from webui_server import WebUI, skip_reason
+from webui_server import serve, skip_reason
 
 pytestmark = [pytest.mark.webui, pytest.mark.slow]
 if skip_reason():
@@ -21,12 +21,7 @@ FAST = dict(rank=4, alpha=4, min_bucket_side=64, max_bucket_side=128, batch_size
 
 @pytest.fixture(scope="module")
 def webui(tmp_path_factory):
-    server = WebUI(tmp_path_factory.mktemp("webui"))
-    try:
-        server.start("tiny-sd1")
-        yield server
-    finally:
-        server.stop()
+    yield from serve(tmp_path_factory.mktemp("webui"))
 
 
 def test_four_crops_grow_to_twelve_images_and_the_model_is_left_as_it_was(webui, tmp_path):

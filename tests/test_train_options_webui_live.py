@@ -11,8 +11,7 @@ import re
 from pathlib import Path
 
 import pytest
-from PIL import Image
-from webui_server import WebUI, skip_reason
+from webui_server import serve, skip_reason, unmatched_keys, write_alice_dataset
 
 pytestmark = [pytest.mark.webui, pytest.mark.slow]
 if skip_reason():
@@ -25,26 +24,12 @@ FAST = dict(rank=4, alpha=4, conv_rank=2, conv_alpha=2, resolution=64, min_bucke
 
 @pytest.fixture(scope="module")
 def webui(tmp_path_factory):
-    server = WebUI(tmp_path_factory.mktemp("webui"))
-    try:
-        server.start("tiny-sd1")
-        yield server
-    finally:
-        server.stop()
+    yield from serve(tmp_path_factory.mktemp("webui"))
 
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
-    root = tmp_path_factory.mktemp("dataset")
-    (root / "1_alice").mkdir()
-    for i, colour in enumerate([(200, 30, 30), (30, 200, 30)]):
-        Image.new("RGB", (64, 64), colour).save(root / "1_alice" / f"{i}.png")
-        (root / "1_alice" / f"{i}.txt").write_text("alice, red hair", encoding="utf-8")
-    return root
-
-
-def _unmatched_keys(log: str, name: str) -> list[str]:
-    return [line for line in log.splitlines() if name in line and "didn't match keys" in line]
+    return write_alice_dataset(tmp_path_factory.mktemp("dataset"))
 
 
 def _name(path: str) -> str:
@@ -55,7 +40,7 @@ def _loads_and_changes_the_image(webui, path: str, image_before: bytes) -> bytes
     name = _name(path)
     image = webui.txt2img(f"alice, red hair <lora:{name}:1>")
     assert image != image_before, f"{name} did not change the image"
-    assert _unmatched_keys(webui.log(), name) == [], f"{name}: the WebUI did not match every key"
+    assert unmatched_keys(webui.log(), name) == [], f"{name}: the WebUI did not match every key"
     assert "Could not find a module type" not in webui.log()
     return image
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 from PIL import Image
-from webui_server import WebUI, skip_reason
+from webui_server import serve, skip_reason, unmatched_keys, write_alice_dataset
 
 pytestmark = [pytest.mark.webui, pytest.mark.slow]
 if skip_reason():
@@ -26,26 +26,12 @@ FAST = dict(rank=4, alpha=4, resolution=64, min_bucket_side=64, max_bucket_side=
 
 @pytest.fixture(scope="module")
 def webui(tmp_path_factory):
-    server = WebUI(tmp_path_factory.mktemp("webui"))
-    try:
-        server.start("tiny-sd1")
-        yield server
-    finally:
-        server.stop()
+    yield from serve(tmp_path_factory.mktemp("webui"))
 
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
-    root = tmp_path_factory.mktemp("dataset")
-    (root / "1_alice").mkdir()
-    for i, colour in enumerate([(200, 30, 30), (30, 200, 30)]):
-        Image.new("RGB", (64, 64), colour).save(root / "1_alice" / f"{i}.png")
-        (root / "1_alice" / f"{i}.txt").write_text("alice, red hair", encoding="utf-8")
-    return root
-
-
-def _unmatched_keys(log: str, name: str) -> list[str]:
-    return [line for line in log.splitlines() if name in line and "didn't match keys" in line]
+    return write_alice_dataset(tmp_path_factory.mktemp("dataset"))
 
 
 def test_the_four_tabs_are_registered(webui):
@@ -74,7 +60,7 @@ def test_training_leaves_the_model_exactly_as_it_was_and_the_lora_works(webui, d
     assert (webui.lora_dir / "train_tools" / "alice-v1-000001.safetensors").is_file()
     assert webui.txt2img("alice, red hair <lora:alice-v1-000001:1>") != image_before
     assert webui.txt2img("alice, red hair <lora:alice-v1:1>") != image_before
-    assert _unmatched_keys(webui.log(), "alice-v1") == []
+    assert unmatched_keys(webui.log(), "alice-v1") == []
     _, projects = webui.call("GET", "/train-tools/v1/projects")
     version = next(v for p in projects if p["name"] == "alice" for v in p["versions"] if v["name"] == "v1")
     assert [c["epoch"] for c in version["checkpoints"]] == [1, None]
@@ -171,7 +157,7 @@ def test_sd2_v_prediction_and_sdxl_train_and_restore(webui, dataset, checkpoint)
         assert webui.fingerprint() == before
         name = re.sub(r"\.safetensors$", "", job["checkpoints"][-1].rsplit("/", 1)[-1])
         assert webui.txt2img(f"alice <lora:{name}:1>") != image_before
-        assert _unmatched_keys(webui.log(), name) == []
+        assert unmatched_keys(webui.log(), name) == []
         # the OpenCLIP text encoder (SD2's lora_te, SDXL's lora_te2) is trained: all four attention parts per layer
         open_clip = "lora_te" if checkpoint == "tiny-sd2v" else "lora_te2"
         _, status = webui.call("GET", "/train-tools/v1/status?history=true")
@@ -201,7 +187,7 @@ def _assert_open_clip_keys(webui, path: str, prefix: str, image_before: bytes) -
     only = {k: v for k, v in tensors.items() if k.startswith(f"{prefix}_")}
     save_file(only, str(webui.lora_dir / f"{prefix}-only.safetensors"), metadata=metadata)
     assert webui.txt2img(f"alice <lora:{prefix}-only:1>") != image_before
-    assert _unmatched_keys(webui.log(), f"{prefix}-only") == []
+    assert unmatched_keys(webui.log(), f"{prefix}-only") == []
 
 
 def test_training_from_the_tab(webui, dataset):

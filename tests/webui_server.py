@@ -42,9 +42,14 @@ def _free_port() -> int:
 class WebUI:
     """One WebUI process with its own data folder, models folder (the fixtures) and LoRA folder."""
 
+    # the host's folder and python come from these variables (the Forge server in forge_server.py sets its own)
+    folder_variable, python_variable = "LORA_TRAIN_TOOLS_WEBUI", "LORA_TRAIN_TOOLS_WEBUI_PYTHON"
+    # log lines that say the server is ready (A1111 loads the checkpoint at start-up; Forge at the first generation)
+    ready_markers: tuple[str, ...] = ("Startup time:", "Model loaded in")
+
     def __init__(self, workdir: Path):
-        self.folder = Path(os.environ["LORA_TRAIN_TOOLS_WEBUI"])
-        self.python = os.environ.get("LORA_TRAIN_TOOLS_WEBUI_PYTHON", sys.executable)
+        self.folder = Path(os.environ[self.folder_variable])
+        self.python = os.environ.get(self.python_variable, sys.executable)
         self.port = _free_port()
         self.data = workdir / "data"
         self.lora_dir = workdir / "Lora"
@@ -73,6 +78,7 @@ class WebUI:
         self.ensure_installed()
         (self.data / "extensions").mkdir(parents=True)
         (self.data / "extensions" / "lora-train-tools").symlink_to(ROOT)  # installed the way users clone it
+        self.link_host_extensions(self.data / "extensions")
         ckpts = self.models / "Stable-diffusion"
         ckpts.mkdir(parents=True)
         for arch in ("tiny-sd1", "tiny-sd2v", "tiny-sdxl"):
@@ -84,7 +90,7 @@ class WebUI:
         for lora in (FIXTURES / "lora").iterdir():
             shutil.copy(lora, self.lora_dir)
         args = [self.python, "launch.py", "--skip-prepare-environment", "--skip-install", "--skip-torch-cuda-test",
-                "--use-cpu", "all", "--no-half", "--precision", "full", "--no-download-sd-model", "--api",
+                *self.cpu_flags(), "--no-download-sd-model", "--api",
                 "--port", str(self.port), "--data-dir", str(self.data), "--models-dir", str(self.models),
                 "--lora-dir", str(self.lora_dir), "--ckpt", str(ckpts / f"{checkpoint}.safetensors"),
                 "--loglevel", "DEBUG", *extra_args]  # fmt: skip
@@ -96,10 +102,16 @@ class WebUI:
                                         start_new_session=True)  # fmt: skip
         deadline = time.time() + timeout
         # a request sent before "Startup time:" can kill the server while it starts
-        while "Startup time:" not in self.log() or "Model loaded in" not in self.log():
+        while not all(marker in self.log() for marker in self.ready_markers):
             if self.process.poll() is not None or time.time() > deadline:
                 raise RuntimeError(f"the WebUI did not start; last log lines:\n{self.log()[-3000:]}")
             time.sleep(1)
+
+    def link_host_extensions(self, folder: Path) -> None:
+        """Extensions the host needs beside ours in the test's data folder (none for A1111)."""
+
+    def cpu_flags(self) -> list[str]:
+        return ["--use-cpu", "all", "--no-half", "--precision", "full"]
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
@@ -161,3 +173,29 @@ class WebUI:
         status, answer = self.call("GET", "/train-tools/v1/host-fingerprint" + ("?live=true" if live else ""))
         assert status == 200, answer
         return answer
+
+
+def serve(workdir: Path, checkpoint: str = "tiny-sd1", extra_args: tuple[str, ...] = ()):
+    """A started WebUI for a module's tests (``yield from serve(...)`` in a fixture); stopped afterwards."""
+    server = WebUI(workdir)
+    try:
+        server.start(checkpoint, extra_args=extra_args)
+        yield server
+    finally:
+        server.stop()
+
+
+def write_alice_dataset(root: Path) -> Path:
+    """Two 64 px images of one character in a 1-repeat folder, captioned with its activation tag first."""
+    from PIL import Image
+
+    (root / "1_alice").mkdir(parents=True)
+    for i, colour in enumerate([(200, 30, 30), (30, 200, 30)]):
+        Image.new("RGB", (64, 64), colour).save(root / "1_alice" / f"{i}.png")
+        (root / "1_alice" / f"{i}.txt").write_text("alice, red hair", encoding="utf-8")
+    return root
+
+
+def unmatched_keys(log: str, name: str) -> list[str]:
+    """The WebUI log's lines saying that LoRA ``name`` had keys its loader could not place."""
+    return [line for line in log.splitlines() if name in line and "didn't match keys" in line]
