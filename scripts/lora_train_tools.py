@@ -1,11 +1,17 @@
-"""LoRA Train Tools for the AUTOMATIC1111 WebUI: registers the four tabs, the settings section and the HTTP API.
+"""LoRA Train Tools for the AUTOMATIC1111 WebUI and for WebUI Forge: registers the four tabs, the settings section
+and the HTTP API through the adapter of the host it runs in (Forge ships the ``modules_forge`` package).
 
 The WebUI runs every file in scripts/, so this one only registers callbacks; everything else is in lib_lora_train.
-The extension root is on sys.path only while scripts load, hence the import at the top.
+The extension root is on sys.path only while scripts load, hence the imports at the top.
 """
+
+import importlib.util
 
 from modules import script_callbacks, shared
 
-from lib_lora_train.webui.register import register
+if importlib.util.find_spec("modules_forge") is not None:
+    from lib_lora_train.forge.register import register
+else:
+    from lib_lora_train.webui.register import register
 
 register(script_callbacks, shared.cmd_opts)

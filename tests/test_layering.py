@@ -10,7 +10,8 @@ CORE = ROOT / "lib_lora_train"
 UI = CORE / "ui"
 WEBUI = CORE / "webui"
 STANDALONE = CORE / "standalone"
-RINGS = (UI, WEBUI, STANDALONE)
+FORGE = CORE / "forge"
+RINGS = (UI, WEBUI, STANDALONE, FORGE)
 FORBIDDEN = {"modules", "gradio", "launch", "scripts"}
 HOST_ONLY = {"modules", "launch", "scripts"}  # what a host's own process provides (A1111 and Forge alike)
 
@@ -48,7 +49,7 @@ ENTRY_POINTS = {CORE / "cli.py", CORE / "__main__.py"}  # the command line: `ui`
 
 
 def test_core_never_imports_the_webui_or_gradio():
-    hosts = ("lib_lora_train.ui", "lib_lora_train.webui", "lib_lora_train.standalone")
+    hosts = ("lib_lora_train.ui", "lib_lora_train.webui", "lib_lora_train.standalone", "lib_lora_train.forge")
     offenders = _offenders(CORE, FORBIDDEN, hosts)
     entry = {str(p.relative_to(ROOT)) for p in ENTRY_POINTS}
     assert {k: v for k, v in offenders.items() if k not in entry} == {}, f"core files import a host: {offenders}"
@@ -57,14 +58,16 @@ def test_core_never_imports_the_webui_or_gradio():
 
 
 def test_tabs_reach_a_host_only_through_the_runtime():
-    offenders = _offenders(UI, HOST_ONLY, ("lib_lora_train.webui", "lib_lora_train.standalone"))
+    offenders = _offenders(UI, HOST_ONLY, ("lib_lora_train.webui", "lib_lora_train.standalone", "lib_lora_train.forge"))
     assert offenders == {}, f"tab files import a host directly: {offenders}"
 
 
 def test_each_host_adapter_stays_out_of_the_other():
-    assert _offenders(WEBUI, set(), ("lib_lora_train.standalone",)) == {}
+    assert _offenders(WEBUI, set(), ("lib_lora_train.standalone", "lib_lora_train.forge")) == {}
+    # Forge keeps A1111's modules API, but its adapter shares no code with webui/ (the model objects differ)
+    assert _offenders(FORGE, set(), ("lib_lora_train.webui", "lib_lora_train.standalone")) == {}
     # the standalone adapter is diffusers and files: its page and gradio handlers live in ui/ (page, gpu_call)
-    assert _offenders(STANDALONE, FORBIDDEN, ("lib_lora_train.webui",)) == {}
+    assert _offenders(STANDALONE, FORBIDDEN, ("lib_lora_train.webui", "lib_lora_train.forge")) == {}
 
 
 def test_the_tab_packages_are_one_per_tab():

@@ -59,15 +59,21 @@ def merged_lora_originals(module: torch.nn.Module) -> dict[int, torch.Tensor]:
     return originals
 
 
-def fingerprint_module(module: torch.nn.Module, *, live: bool = False) -> PartFingerprint:
+def fingerprint_module(
+    module: torch.nn.Module, *, live: bool = False, originals: Mapping[int, torch.Tensor] | None = None
+) -> PartFingerprint:
     """Hash one module tree (weights read on the CPU; a full SDXL takes a few seconds).
 
     By default a LoRA that the WebUI merged into the weights is hashed as the original weights it keeps as backup, so
     the value describes the model itself, not which LoRA the last generation used; ``live=True`` hashes the weights
-    as they are in memory.
+    as they are in memory. ``originals`` ({id(tensor): original}) names the merged weights for hosts that keep their
+    backups elsewhere (Forge's ``lora_loader``).
     """
     tensors = list(module.named_parameters(remove_duplicate=False)) + list(module.named_buffers(remove_duplicate=False))
-    originals = {} if live else merged_lora_originals(module)
+    if live:
+        originals = {}
+    elif originals is None:
+        originals = merged_lora_originals(module)
     weights = _sha(
         x for name, t in tensors for x in (name.encode(), str(t.dtype).encode(), _tensor_bytes(originals.get(id(t), t)))
     )
@@ -82,9 +88,11 @@ def fingerprint_module(module: torch.nn.Module, *, live: bool = False) -> PartFi
     return PartFingerprint(weights, structure, flags, placement, len(tensors))
 
 
-def fingerprint(parts: Mapping[str, torch.nn.Module], *, live: bool = False) -> dict[str, PartFingerprint]:
+def fingerprint(
+    parts: Mapping[str, torch.nn.Module], *, live: bool = False, originals: Mapping[int, torch.Tensor] | None = None
+) -> dict[str, PartFingerprint]:
     """Fingerprint each named part (``unet``, ``text_encoder``, ``vae``…); see ``fingerprint_module``."""
-    return {name: fingerprint_module(module, live=live) for name, module in parts.items()}
+    return {name: fingerprint_module(module, live=live, originals=originals) for name, module in parts.items()}
 
 
 def differences(before: Mapping[str, PartFingerprint], after: Mapping[str, PartFingerprint]) -> list[str]:

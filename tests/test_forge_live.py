@@ -1,0 +1,110 @@
+"""Inside a real Stable Diffusion WebUI Forge on the CPU (set LORA_TRAIN_TOOLS_FORGE and
+LORA_TRAIN_TOOLS_FORGE_PYTHON; see forge_server.py): the four tabs appear, training through the API right after a
+LoRA generation writes a kohya file and leaves Forge's model exactly as it was (merged LoRA and memory manager
+included), the trained LoRA loads in Forge's txt2img with every key matched and changes a fixed-seed image, for SD1
+and SDXL; the tagger API answers."""
+
+from __future__ import annotations
+
+import base64
+import io
+import re
+
+import pytest
+from forge_server import Forge, skip_reason
+from PIL import Image
+from tagger_graphs import make_model_folder
+
+pytestmark = [pytest.mark.webui, pytest.mark.slow]
+if skip_reason():
+    pytest.skip(skip_reason(), allow_module_level=True)
+
+FAST = dict(rank=4, alpha=4, resolution=64, min_bucket_side=64, max_bucket_side=128, batch_size=1, epochs=2,
+            mixed_precision="no", unet_lr=1e-2, te_lr=1e-3, cache_latents="memory", seed=7)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def forge(tmp_path_factory):
+    server = Forge(tmp_path_factory.mktemp("forge"))
+    make_model_folder(server.models / "tagger" / "wd-v1-4-vit-tagger-v2")  # the tiny WD14 graph
+    try:
+        server.start("tiny-sd1")
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    root = tmp_path_factory.mktemp("dataset")
+    (root / "1_alice").mkdir()
+    for i, colour in enumerate([(200, 30, 30), (30, 200, 30)]):
+        Image.new("RGB", (64, 64), colour).save(root / "1_alice" / f"{i}.png")
+        (root / "1_alice" / f"{i}.txt").write_text("alice, red hair", encoding="utf-8")
+    return root
+
+
+def _lora_lines(log: str, name: str) -> list[str]:
+    return [line for line in log.splitlines() if "[LORA]" in line and name in line]
+
+
+def _assert_all_keys_matched(log: str, name: str) -> None:
+    lines = _lora_lines(log, name)
+    assert any("Loaded" in line for line in lines), f"Forge did not load {name}: {lines}"
+    bad = [line for line in lines if "unmatched keys" in line or "Mismatch" in line or "mismatch" in line
+           or not re.search(r"\(skipped 0 keys\)", line) and "Loaded" in line]  # fmt: skip
+    assert bad == [], bad
+
+
+def test_the_four_tabs_are_registered(forge):
+    status, config = forge.call("GET", "/config")
+    assert status == 200
+    text = str(config)
+    for elem_id in ("lora_train_tagger", "lora_train_tag_editor", "lora_train_tools", "lora_train_compare"):
+        assert elem_id in text, f"tab {elem_id} missing"
+    status, openapi = forge.call("GET", "/openapi.json")
+    assert status == 200
+    for route in ("projects", "train", "status", "stop", "host-fingerprint"):
+        assert f"/train-tools/v1/{route}" in openapi["paths"]
+
+
+@pytest.mark.parametrize("checkpoint", ["tiny-sd1", "tiny-sdxl"])
+def test_training_right_after_a_lora_generation_restores_the_model_and_the_lora_works(forge, dataset, checkpoint):
+    if checkpoint != "tiny-sd1":
+        forge.use_checkpoint(checkpoint)
+    reference = "tiny_kohya" if checkpoint == "tiny-sd1" else "tiny_sdxl_kohya"
+    try:
+        image_before = forge.txt2img("alice, red hair")
+        forge.txt2img(f"alice <lora:{reference}:1>")  # Forge merges the reference LoRA into the weights
+        _assert_all_keys_matched(forge.log(), reference)
+        before, live = forge.fingerprint(), forge.fingerprint(live=True)
+        assert live != before  # the merge is real, and the default fingerprint sees through it
+        job = forge.train("alice", checkpoint, dataset, **FAST)
+        assert job["state"] == "done", job["message"]
+        assert any("took Forge's applied LoRA out" in line for line in job["log"]), job["log"][-10:]
+        assert forge.fingerprint() == before
+        assert forge.fingerprint(live=True) == live  # the merged tensors are back, not re-made
+        assert forge.txt2img("alice, red hair") == image_before
+        name = job["checkpoints"][-1].rsplit("/", 1)[-1].removesuffix(".safetensors")
+        assert forge.txt2img(f"alice, red hair <lora:{name}:1>") != image_before
+        _assert_all_keys_matched(forge.log(), name)
+        from safetensors.torch import load_file
+
+        keys = load_file(job["checkpoints"][-1]).keys()
+        prefixes = {k.split("_")[0] + "_" + k.split("_")[1] for k in keys}
+        assert prefixes == (
+            {"lora_unet", "lora_te"} if checkpoint == "tiny-sd1" else {"lora_unet", "lora_te1", "lora_te2"}
+        ), prefixes
+    finally:
+        if checkpoint != "tiny-sd1":
+            forge.use_checkpoint("tiny-sd1")
+
+
+def test_the_tagger_api_answers(forge):
+    buffer = io.BytesIO()
+    Image.new("RGB", (64, 64), (200, 30, 30)).save(buffer, format="PNG")
+    status, answer = forge.call("GET", "/tagger/v1/interrogators")
+    assert status == 200 and "wd14-vit.v2" in answer["models"], answer
+    body = {"image": base64.b64encode(buffer.getvalue()).decode(), "model": "wd14-vit.v2", "threshold": 0.5}
+    status, answer = forge.call("POST", "/tagger/v1/interrogate", body)
+    assert status == 200 and "red_background" in answer["caption"]["tag"], answer
