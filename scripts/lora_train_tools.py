@@ -9,9 +9,11 @@ import importlib.util
 
 from modules import script_callbacks, shared
 
-if importlib.util.find_spec("modules_forge") is not None:
-    from lib_lora_train.forge.register import register
-else:
-    from lib_lora_train.webui.register import register
+from lib_lora_train.sdwebui.register import register
 
-register(script_callbacks, shared.cmd_opts)
+if importlib.util.find_spec("modules_forge") is not None:
+    from lib_lora_train.forge.runtime import ForgeRuntime as HostRuntime
+else:
+    from lib_lora_train.webui.runtime import WebUIRuntime as HostRuntime
+
+register(script_callbacks, shared.cmd_opts, HostRuntime())

@@ -2,7 +2,7 @@
 LORA_TRAIN_TOOLS_FORGE_PYTHON; see forge_server.py): the four tabs appear, training through the API right after a
 LoRA generation writes a kohya file and leaves Forge's model exactly as it was (merged LoRA and memory manager
 included), the trained LoRA loads in Forge's txt2img with every key matched and changes a fixed-seed image, for SD1
-and SDXL; the tagger API answers."""
+and SDXL; Epoch Compare renders a grid with Forge's own processing; the tagger API answers."""
 
 from __future__ import annotations
 
@@ -12,8 +12,9 @@ import re
 
 import pytest
 from forge_server import Forge, skip_reason
-from PIL import Image
+from PIL import Image, ImageChops
 from tagger_graphs import make_model_folder
+from webui_server import write_alice_dataset
 
 pytestmark = [pytest.mark.webui, pytest.mark.slow]
 if skip_reason():
@@ -36,12 +37,7 @@ def forge(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
-    root = tmp_path_factory.mktemp("dataset")
-    (root / "1_alice").mkdir()
-    for i, colour in enumerate([(200, 30, 30), (30, 200, 30)]):
-        Image.new("RGB", (64, 64), colour).save(root / "1_alice" / f"{i}.png")
-        (root / "1_alice" / f"{i}.txt").write_text("alice, red hair", encoding="utf-8")
-    return root
+    return write_alice_dataset(tmp_path_factory.mktemp("dataset"))
 
 
 def _lora_lines(log: str, name: str) -> list[str]:
@@ -108,3 +104,28 @@ def test_the_tagger_api_answers(forge):
     body = {"image": base64.b64encode(buffer.getvalue()).decode(), "model": "wd14-vit.v2", "threshold": 0.5}
     status, answer = forge.call("POST", "/tagger/v1/interrogate", body)
     assert status == 200 and "red_background" in answer["caption"]["tag"], answer
+
+
+def test_epoch_compare_renders_with_forges_processing(forge, dataset):
+    job = forge.train("cmp", "v1", dataset, **FAST)
+    assert job["state"] == "done", job["message"]
+    body = {"project": "cmp", "version": "v1", "prompts": ["alice, red hair"], "weights": "0.5, 1", "seeds": "1234",
+            "width": 64, "height": 64, "steps": 4, "sampler": "Euler", "score": False}  # fmt: skip
+    status, answer = forge.call("POST", "/train-tools/v1/compare", body, timeout=1800)
+    assert status == 200, answer
+    assert len(answer["grids"]) == 1 and not answer["interrupted"], answer["notes"]
+    assert len(answer["cells"]) == 2 * 2 + 1  # 2 epochs x 2 weights + the no-LoRA reference
+    images = [Image.open(p).convert("RGB").tobytes() for p in answer["cells"]]
+    assert len(set(images)) == len(images), "every epoch x weight cell should differ for a fixed seed"
+    # the X/Y/Z hand-off: Forge's own X/Y/Z plot (same script arguments as A1111's) redraws every cell
+    xyz = answer["xyz"][0]
+    assert (xyz["x_values"], xyz["y_values"]) == (":0.5>,:1>,:0>", "-000001,")  # "" = the final file
+    status, reply = forge.call("POST", "/sdapi/v1/txt2img", xyz["txt2img_payload"], timeout=1800)
+    assert status == 200, reply
+    plotted = [Image.open(io.BytesIO(base64.b64decode(b))).convert("RGB") for b in reply["images"][1:]]
+    cells = f"{answer['folder']}/cells/p1-s1234"
+    expected = []
+    for epoch in ("e000001", "final"):
+        expected += [f"{cells}-{epoch}-w0.5.png", f"{cells}-{epoch}-w1.png", f"{cells}-ref-nolora.png"]
+    for path, image in zip(expected, plotted, strict=True):
+        assert ImageChops.difference(Image.open(path).convert("RGB"), image).getbbox() is None, path

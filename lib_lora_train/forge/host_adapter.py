@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
-import threading
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -29,8 +28,9 @@ from lib_lora_train.forge.inference_weights import thaw
 from lib_lora_train.forge.linear_standins import SwapError, swap_linears
 from lib_lora_train.forge.memory import load_for_run
 from lib_lora_train.forge.transformer_blocks import use_out_of_place_adds
-from lib_lora_train.host import Conditioning, ImageGeometry, ModelParts, TrainingHost
+from lib_lora_train.host import Conditioning, ImageGeometry, ModelParts
 from lib_lora_train.hosts.model_state import ModuleSnapshot
+from lib_lora_train.sdwebui.host_base import QueuedHost
 
 log = logging.getLogger(__name__)
 
@@ -59,28 +59,23 @@ def checkpoint_blocks(unet: torch.nn.Module) -> Callable[[], None]:
     return undo
 
 
-class ForgeHost(TrainingHost):
+class ForgeHost(QueuedHost):
     """Training host over Forge's loaded model; ``forge`` bundles the host modules (see ``live_forge``)."""
 
-    def __init__(self, forge, *, stop_event: threading.Event, listener: Callable[[Any], None] | None = None,
-                 task_id: str | None = None):  # fmt: skip
-        self.forge = forge
-        self.stop_event = stop_event
-        self.listener = listener
-        self.task_id = task_id
-        self._exclusive = threading.local()
-        self._undo_checkpointing: Callable[[], None] | None = None
+    @property
+    def forge(self):
+        return self.modules
 
     @property
     def sd_model(self):
-        model = self.forge.shared.sd_model
-        if getattr(model, "forge_objects", None) is None:
-            # Forge holds a FakeInitialModel until the first generation: its own loader brings the chosen checkpoint
-            model, _ = self.forge.sd_models.forge_model_reload()
+        pinned = getattr(self, "_session_model", None)
+        if pinned is not None:  # within a run: the model it started on, whatever the settings say meanwhile
+            return pinned
+        # Forge loads the chosen checkpoint lazily, at the next generation (until the first one it holds a
+        # FakeInitialModel, and after a checkpoint change the previous model): its own loader brings the chosen one
+        # now, and returns the loaded model at once when it is already the chosen one
+        model, _ = self.forge.sd_models.forge_model_reload()
         return model
-
-    def _clip_skip(self) -> int:
-        return int(getattr(self.forge.shared.opts, "CLIP_stop_at_last_layers", 1) or 1)
 
     def _engines(self, model) -> list:
         return [getattr(model, name) for name in _TEXT_ENGINES if hasattr(model, name)]
@@ -128,6 +123,7 @@ class ForgeHost(TrainingHost):
     @contextlib.contextmanager
     def training_session(self) -> Iterator[None]:
         model = self.sd_model
+        self._session_model = model
         found = parts_lib.layout(model)  # refuses unsupported models before anything changes
         parts_lib.prediction_of(found.kmodel)
         objects = model.forge_objects
@@ -137,8 +133,13 @@ class ForgeHost(TrainingHost):
         manager = load_for_run(self.forge.memory_management, [objects.unet, objects.clip.patcher, objects.vae.patcher],
                                ["UNet", "text encoder", "VAE"])  # fmt: skip
         undo.append(lambda: [log.warning("Train Tools: %s", m) for m in manager.restore()])
-        snapshots = [ModuleSnapshot.capture(found.unet), ModuleSnapshot.capture(found.text_root)]
+        snapshots: list[ModuleSnapshot] = []
         try:
+            # Forge's text engines cast the CLIP embeddings to fp32 at their first encode and keep them so: on a
+            # model that has not generated yet, Forge's own call does that now, so the run does not change the tree
+            with torch.inference_mode():
+                model.get_learned_conditioning([""])
+            snapshots += [ModuleSnapshot.capture(found.unet), ModuleSnapshot.capture(found.text_root)]
             for root in (found.kmodel, found.text_root):
                 out = lora_patches.take_out(root)
                 undo.append(out.put_back)
@@ -168,6 +169,7 @@ class ForgeHost(TrainingHost):
                 for repair in snapshot.restore():
                     log.warning("Train Tools restored the model after the engine: %s", repair)
             self.forge.memory_management.soft_empty_cache()
+            self._session_model = None
 
     def use_clip_skip(self, clip_skip: int):
         engines = self._engines(self.sd_model)
@@ -196,46 +198,6 @@ class ForgeHost(TrainingHost):
             return lambda: None
         self._undo_checkpointing = checkpoint_blocks(self.sd_model.forge_objects.unet.model.diffusion_model)
         return self._undo_checkpointing
-
-    def run_exclusive(self, fn):
-        if getattr(self._exclusive, "held", False):  # the engine may call this again inside the job's own call
-            return fn()
-        state, progress = self.forge.shared.state, self.forge.progress
-        with self.forge.call_queue.queue_lock:
-            self._exclusive.held = True
-            state.begin(job="train_tools")
-            if self.task_id:
-                progress.start_task(self.task_id)
-            try:
-                return fn()
-            finally:
-                self._exclusive.held = False
-                if self.task_id:
-                    progress.finish_task(self.task_id)
-                state.end()
-
-    def report(self, event: Any) -> None:
-        state = self.forge.shared.state
-        total = getattr(event, "total_steps", 0) or 0
-        if total:
-            state.job_count = 1
-            state.sampling_steps = total
-            state.sampling_step = getattr(event, "step", 0) or 0
-        loss = getattr(event, "loss_avg", None) or getattr(event, "loss", None)
-        epoch, epochs = getattr(event, "epoch", 0), getattr(event, "total_epochs", 0)
-        text = f"LoRA training: epoch {epoch}/{epochs}, step {state.sampling_step}/{total}"
-        state.textinfo = text + (f", loss {loss:.4f}" if loss is not None else "")
-        if self.listener is not None:
-            self.listener(event)
-
-    def should_stop(self) -> bool:
-        return self.stop_event.is_set() or bool(getattr(self.forge.shared.state, "interrupted", False))
-
-    def _log(self, message: str) -> None:
-        log.info(message)
-        if self.listener is not None:
-            self.listener(message)
-
 
 def live_forge():
     """The Forge modules the host uses, imported only inside a running Forge."""

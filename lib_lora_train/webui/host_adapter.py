@@ -12,15 +12,14 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
-import threading
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
 
 import torch
 import torch.utils.checkpoint
 
-from lib_lora_train.host import Conditioning, ImageGeometry, ModelParts, TrainingHost
+from lib_lora_train.host import Conditioning, ImageGeometry, ModelParts
 from lib_lora_train.hosts.model_state import ModuleSnapshot
+from lib_lora_train.sdwebui.host_base import QueuedHost
 from lib_lora_train.webui import model_parts as parts_lib
 from lib_lora_train.webui.lora_unmerge import unmerge_builtin_loras
 
@@ -68,17 +67,12 @@ def enable_block_checkpointing(unet: torch.nn.Module) -> Callable[[], None]:
     return undo
 
 
-class WebUIHost(TrainingHost):
+class WebUIHost(QueuedHost):
     """Training host over the WebUI's loaded model. ``webui`` bundles the host modules (see ``WebUIModules``)."""
 
-    def __init__(self, webui, *, stop_event: threading.Event, listener: Callable[[Any], None] | None = None,
-                 task_id: str | None = None):  # fmt: skip
-        self.webui = webui
-        self.stop_event = stop_event
-        self.listener = listener
-        self.task_id = task_id
-        self._exclusive = threading.local()
-        self._undo_checkpointing: Callable[[], None] | None = None
+    @property
+    def webui(self):
+        return self.modules
 
     @property
     def sd_model(self):
@@ -86,9 +80,6 @@ class WebUIHost(TrainingHost):
         if model is None:
             raise parts_lib.UnsupportedModel("no checkpoint is loaded; pick one in the checkpoint list first")
         return model
-
-    def _clip_skip(self) -> int:
-        return int(getattr(self.webui.shared.opts, "CLIP_stop_at_last_layers", 1) or 1)
 
     # --- the four model calls ----------------------------------------------------------------------------------
 
@@ -202,53 +193,13 @@ class WebUIHost(TrainingHost):
         self._undo_checkpointing = undo
         return undo
 
-    def run_exclusive(self, fn):
-        if getattr(self._exclusive, "held", False):  # the engine may call this again inside the job's own call
-            return fn()
-        state, progress = self.webui.shared.state, self.webui.progress
-        with self.webui.call_queue.queue_lock:
-            self._exclusive.held = True
-            state.begin(job="train_tools")
-            if self.task_id:
-                progress.start_task(self.task_id)
-            try:
-                return fn()
-            finally:
-                self._exclusive.held = False
-                if self.task_id:
-                    progress.finish_task(self.task_id)
-                state.end()
-
-    def report(self, event: Any) -> None:
-        state = self.webui.shared.state
-        total = getattr(event, "total_steps", 0) or 0
-        if total:
-            state.job_count = 1
-            state.sampling_steps = total
-            state.sampling_step = getattr(event, "step", 0) or 0
-        loss = getattr(event, "loss_avg", None) or getattr(event, "loss", None)
-        epoch, epochs = getattr(event, "epoch", 0), getattr(event, "total_epochs", 0)
-        text = f"LoRA training: epoch {epoch}/{epochs}, step {state.sampling_step}/{total}"
-        state.textinfo = text + (f", loss {loss:.4f}" if loss is not None else "")
-        if self.listener is not None:
-            self.listener(event)
-
-    def should_stop(self) -> bool:
-        return self.stop_event.is_set() or bool(getattr(self.webui.shared.state, "interrupted", False))
-
-    def _log(self, message: str) -> None:
-        log.info(message)
-        if self.listener is not None:
-            self.listener(message)
-
-
 def live_webui():
     """The WebUI modules the host uses, imported only inside a running WebUI."""
     from types import SimpleNamespace
 
     from modules import call_queue, devices, progress, shared
 
-    from lib_lora_train.webui.render import render_txt2img
+    from lib_lora_train.sdwebui.render import render_txt2img
 
     return SimpleNamespace(
         shared=shared, devices=devices, call_queue=call_queue, progress=progress, render_txt2img=render_txt2img

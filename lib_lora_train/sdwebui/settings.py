@@ -1,4 +1,5 @@
-"""Our options in the WebUI's Settings tab (section "LoRA Train Tools"), from the one list in ``ui.options``."""
+"""Our options in the host's Settings tab (section "LoRA Train Tools"), from the one list in ``ui.options``; A1111 and
+Forge share ``shared.OptionInfo``, and gradio 4 takes the same component arguments here."""
 
 from __future__ import annotations
 
