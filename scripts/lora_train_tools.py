@@ -9,7 +9,7 @@ import importlib.util
 
 from modules import script_callbacks, shared
 
-from lib_lora_train.sdwebui.register import register
+from lib_lora_train.webui.shared.register import register
 
 if importlib.util.find_spec("modules_forge") is not None:
     from lib_lora_train.forge.runtime import ForgeRuntime as HostRuntime

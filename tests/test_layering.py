@@ -11,8 +11,8 @@ UI = CORE / "ui"
 WEBUI = CORE / "webui"
 STANDALONE = CORE / "standalone"
 FORGE = CORE / "forge"
-SDWEBUI = CORE / "sdwebui"  # the modules API that A1111 and Forge share
-RINGS = (UI, WEBUI, STANDALONE, FORGE, SDWEBUI)
+SHARED = WEBUI / "shared"  # the modules API that A1111 and Forge share: the one part of webui/ Forge may use
+RINGS = (UI, WEBUI, STANDALONE, FORGE)
 FORBIDDEN = {"modules", "gradio", "launch", "scripts"}
 HOST_ONLY = {"modules", "launch", "scripts"}  # what a host's own process provides (A1111 and Forge alike)
 
@@ -65,10 +65,10 @@ def test_tabs_reach_a_host_only_through_the_runtime():
 
 def test_each_host_adapter_stays_out_of_the_other():
     assert _offenders(WEBUI, set(), ("lib_lora_train.standalone", "lib_lora_train.forge")) == {}
-    # Forge keeps A1111's modules API: what both adapters use of it is in sdwebui/, which knows neither adapter
-    assert _offenders(FORGE, set(), ("lib_lora_train.webui", "lib_lora_train.standalone")) == {}
-    adapters = ("lib_lora_train.webui", "lib_lora_train.forge", "lib_lora_train.standalone")
-    assert _offenders(SDWEBUI, set(), adapters) == {}
+    # Forge keeps A1111's modules API: what both adapters use of it is in webui/shared/, which knows neither adapter
+    a1111_only = tuple(f"lib_lora_train.webui.{p.stem}" for p in WEBUI.glob("*.py") if p.stem != "__init__")
+    assert _offenders(FORGE, set(), (*a1111_only, "lib_lora_train.standalone")) == {}
+    assert _offenders(SHARED, set(), (*a1111_only, "lib_lora_train.forge", "lib_lora_train.standalone")) == {}
     # the standalone adapter is diffusers and files: its page and gradio handlers live in ui/ (page, gpu_call)
     assert _offenders(STANDALONE, FORBIDDEN, ("lib_lora_train.webui", "lib_lora_train.forge")) == {}
 

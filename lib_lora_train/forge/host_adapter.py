@@ -30,7 +30,7 @@ from lib_lora_train.forge.memory import load_for_run
 from lib_lora_train.forge.transformer_blocks import use_out_of_place_adds
 from lib_lora_train.host import Conditioning, ImageGeometry, ModelParts
 from lib_lora_train.hosts.model_state import ModuleSnapshot
-from lib_lora_train.sdwebui.host_base import QueuedHost
+from lib_lora_train.webui.shared.host_base import QueuedHost
 
 log = logging.getLogger(__name__)
 

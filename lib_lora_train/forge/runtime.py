@@ -1,12 +1,12 @@
-"""The tabs' runtime inside Stable Diffusion WebUI Forge (tested at dfdcbab): what ``sdwebui.runtime`` shares with
+"""The tabs' runtime inside Stable Diffusion WebUI Forge (tested at dfdcbab): what ``webui.shared.runtime`` shares with
 the A1111 WebUI (settings, folders, queue, progress, the renderer, the LoRA list, "Send to"), plus Forge's model
 (``forge_objects``), its fingerprint and training through ``forge.host_adapter``. Imports of ``modules`` and
 ``backend`` stay inside methods."""
 
 from __future__ import annotations
 
-from lib_lora_train.sdwebui.runtime import SharedModulesRuntime
 from lib_lora_train.ui.runtime import NoModelError
+from lib_lora_train.webui.shared.runtime import SharedModulesRuntime
 
 
 class ForgeRuntime(SharedModulesRuntime):

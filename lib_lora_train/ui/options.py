@@ -1,5 +1,5 @@
 """Our user options, defined once: the WebUI shows them in Settings -> LoRA Train Tools
-(``sdwebui.settings``), the standalone app in its own Settings tab; both read them through the runtime's ``option``.
+(``webui.shared.settings``), the standalone app in its own Settings tab; both read them through the runtime's ``option``.
 
 A choice option's list is given here, never as component arguments that a host re-applies on refresh: the WebUI
 v1.10 Settings page re-sends ``component_args`` through ``gr.update`` on every load, and gradio 3.41 refuses an

@@ -19,9 +19,9 @@ import torch.utils.checkpoint
 
 from lib_lora_train.host import Conditioning, ImageGeometry, ModelParts
 from lib_lora_train.hosts.model_state import ModuleSnapshot
-from lib_lora_train.sdwebui.host_base import QueuedHost
 from lib_lora_train.webui import model_parts as parts_lib
 from lib_lora_train.webui.lora_unmerge import unmerge_builtin_loras
+from lib_lora_train.webui.shared.host_base import QueuedHost
 
 log = logging.getLogger(__name__)
 
@@ -199,7 +199,7 @@ def live_webui():
 
     from modules import call_queue, devices, progress, shared
 
-    from lib_lora_train.sdwebui.render import render_txt2img
+    from lib_lora_train.webui.shared.render import render_txt2img
 
     return SimpleNamespace(
         shared=shared, devices=devices, call_queue=call_queue, progress=progress, render_txt2img=render_txt2img

@@ -1,11 +1,11 @@
-"""The tabs' runtime inside the AUTOMATIC1111 WebUI v1.10.x: what ``sdwebui.runtime`` shares with Forge, plus the
+"""The tabs' runtime inside the AUTOMATIC1111 WebUI v1.10.x: what ``webui.shared.runtime`` shares with Forge, plus the
 ldm/sgm model (architecture, fingerprint), training through ``webui.host_adapter`` and switching checkpoints with
 the WebUI's own loader. Imports of ``modules`` stay inside the methods."""
 
 from __future__ import annotations
 
-from lib_lora_train.sdwebui.runtime import SharedModulesRuntime
 from lib_lora_train.ui.runtime import NoModelError
+from lib_lora_train.webui.shared.runtime import SharedModulesRuntime
 
 
 class WebUIRuntime(SharedModulesRuntime):

@@ -131,21 +131,21 @@ class SharedModulesRuntime(UIRuntime):
         return set(networks.available_networks)
 
     def render_cell(self, plan, cell):
-        from lib_lora_train.sdwebui.render import render_cell
+        from lib_lora_train.webui.shared.render import render_cell
 
         return render_cell(plan, cell)
 
     def render_sample(self, request):
         from modules import call_queue, shared
 
-        from lib_lora_train.sdwebui.render import render_txt2img
+        from lib_lora_train.webui.shared.render import render_txt2img
 
         with call_queue.queue_lock:
             image = render_txt2img(request)
         return None if shared.state.interrupted else image
 
     def compose_grid(self, images, row_labels, col_labels):
-        from lib_lora_train.sdwebui.render import compose_with_webui
+        from lib_lora_train.webui.shared.render import compose_with_webui
 
         return compose_with_webui(images, row_labels, col_labels)
 

@@ -10,9 +10,9 @@ from lib_lora_train.ui import services
 
 def register(script_callbacks, cmd_opts, runtime) -> None:
     """``runtime``: the host's adapter (``WebUIRuntime`` or ``ForgeRuntime``), installed before anything is built."""
-    from lib_lora_train.sdwebui.settings import register_settings
     from lib_lora_train.ui.api_auth import basic_auth_dependency
     from lib_lora_train.ui.tabs import build_tabs, mount_apis
+    from lib_lora_train.webui.shared.settings import register_settings
 
     ui_runtime.install(runtime)
 
