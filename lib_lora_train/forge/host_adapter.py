@@ -14,7 +14,6 @@ under the queue lock, progress goes to ``shared.state``, and every step is undon
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -30,33 +29,17 @@ from lib_lora_train.forge.memory import load_for_run
 from lib_lora_train.forge.transformer_blocks import use_out_of_place_adds
 from lib_lora_train.host import Conditioning, ImageGeometry, ModelParts
 from lib_lora_train.hosts.model_state import ModuleSnapshot
-from lib_lora_train.webui.shared.host_base import QueuedHost
+from lib_lora_train.webui.shared.host_base import QueuedHost, checkpoint_each
 
 log = logging.getLogger(__name__)
 
 _TEXT_ENGINES = ("text_processing_engine", "text_processing_engine_l", "text_processing_engine_g")
 
 
-def _checkpointed(module: torch.nn.Module, forward, *args, **kwargs):
-    # non-reentrant: frozen inputs (latents) would leave the reentrant variant without adapter gradients
-    return torch.utils.checkpoint.checkpoint(forward, *args, use_reentrant=False, **kwargs)
-
-
 def checkpoint_blocks(unet: torch.nn.Module) -> Callable[[], None]:
-    """Checkpoint each input/middle/output block of Forge's UNet through a per-instance ``forward``."""
+    """Checkpoint each input/middle/output block of Forge's UNet."""
     blocks = [*unet.input_blocks, unet.middle_block, *unet.output_blocks]
-    patched = []
-    for block in blocks:
-        if "forward" not in block.__dict__:
-            block.forward = functools.partial(_checkpointed, block, type(block).forward.__get__(block))
-            patched.append(block)
-
-    def undo() -> None:
-        for block in patched:
-            block.__dict__.pop("forward", None)
-        patched.clear()
-
-    return undo
+    return checkpoint_each(blocks, lambda block: type(block).forward.__get__(block))
 
 
 class ForgeHost(QueuedHost):

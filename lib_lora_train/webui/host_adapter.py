@@ -10,7 +10,6 @@ WebUI's GPU queue lock, progress goes to ``shared.state`` (textinfo, the progres
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
 from collections.abc import Callable, Iterator, Sequence
 
@@ -21,7 +20,7 @@ from lib_lora_train.host import Conditioning, ImageGeometry, ModelParts
 from lib_lora_train.hosts.model_state import ModuleSnapshot
 from lib_lora_train.webui import model_parts as parts_lib
 from lib_lora_train.webui.lora_unmerge import unmerge_builtin_loras
-from lib_lora_train.webui.shared.host_base import QueuedHost
+from lib_lora_train.webui.shared.host_base import QueuedHost, checkpoint_each
 
 log = logging.getLogger(__name__)
 
@@ -44,27 +43,10 @@ def refuse_low_vram(sd_model, cmd_opts) -> None:
             raise parts_lib.UnsupportedModel(LOW_VRAM_MESSAGE.format(flag=flag))
 
 
-def _checkpointed_forward(module: torch.nn.Module, *args, **kwargs):
-    # Non-reentrant checkpointing: with frozen inputs (latents, a frozen text encoder) the reentrant variant that the
-    # WebUI's own sd_hijack_checkpoint uses would compute no gradients for the adapters inside the block.
-    return torch.utils.checkpoint.checkpoint(module._forward, *args, use_reentrant=False, **kwargs)
-
-
 def enable_block_checkpointing(unet: torch.nn.Module) -> Callable[[], None]:
-    """Checkpoint every ldm/sgm block that has a ``_forward`` (transformer, ResNet and attention blocks) through a
-    per-instance ``forward``; the returned function removes exactly those patches."""
-    patched = []
-    for module in unet.modules():
-        if callable(getattr(type(module), "_forward", None)) and "forward" not in module.__dict__:
-            module.forward = functools.partial(_checkpointed_forward, module)
-            patched.append(module)
-
-    def undo() -> None:
-        for module in patched:
-            module.__dict__.pop("forward", None)
-        patched.clear()
-
-    return undo
+    """Checkpoint every ldm/sgm block that has a ``_forward`` (transformer, ResNet and attention blocks)."""
+    blocks = [m for m in unet.modules() if callable(getattr(type(m), "_forward", None))]
+    return checkpoint_each(blocks, lambda block: block._forward)
 
 
 class WebUIHost(QueuedHost):

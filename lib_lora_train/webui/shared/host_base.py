@@ -4,14 +4,41 @@ and stop on our Stop or the host's Interrupt. The adapters add the model."""
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
+
+import torch
+import torch.utils.checkpoint
 
 from lib_lora_train.host import TrainingHost
 
 log = logging.getLogger(__name__)
+
+
+def _checkpointed(forward, *args, **kwargs):
+    # non-reentrant: with frozen inputs (latents, a frozen text encoder) the reentrant variant, which the hosts' own
+    # checkpointing uses, would compute no gradients for the adapters inside the block
+    return torch.utils.checkpoint.checkpoint(forward, *args, use_reentrant=False, **kwargs)
+
+
+def checkpoint_each(modules: Iterable[torch.nn.Module], forward_of: Callable[[torch.nn.Module], Callable]):
+    """Run each module's ``forward_of(module)`` under gradient checkpointing through a per-instance ``forward``
+    (modules that already have one are left alone); the returned function removes exactly those patches."""
+    patched = []
+    for module in modules:
+        if "forward" not in module.__dict__:
+            module.forward = functools.partial(_checkpointed, forward_of(module))
+            patched.append(module)
+
+    def undo() -> None:
+        for module in patched:
+            module.__dict__.pop("forward", None)
+        patched.clear()
+
+    return undo
 
 
 class QueuedHost(TrainingHost):
