@@ -185,9 +185,13 @@ def start_standalone(workdir: Path, *, models_dir: Path | None = None, timeout: 
         time.sleep(0.5)
 
 
-def start_webui(workdir: Path) -> Host:
-    """A real WebUI v1.10.x (tests/webui_server.py) with the probe tagger in ``<models>/tagger``."""
-    from webui_server import WebUI
+def start_webui(workdir: Path, *, forge: bool = False) -> Host:
+    """A real WebUI v1.10.x (tests/webui_server.py), or Forge (tests/forge_server.py), with the probe tagger in
+    ``<models>/tagger``."""
+    if forge:
+        from forge_server import Forge as WebUI
+    else:
+        from webui_server import WebUI
 
     server = WebUI(workdir)
     make_probe_tagger(server.models / "tagger")  # before start: WebUI.start only creates the models' sub-folders
@@ -197,7 +201,7 @@ def start_webui(workdir: Path) -> Host:
         server.stop()
         raise
     # the WebUI's default outputs: <data>/outputs/train_tools (the "Projects folder" option is empty)
-    return Host("webui", f"http://127.0.0.1:{server.port}/", server.data / "outputs" / "train_tools", server.lora_dir,
+    return Host("forge" if forge else "webui", f"http://127.0.0.1:{server.port}/", server.data / "outputs" / "train_tools", server.lora_dir,
                 server.models / "tagger", server.log_path, None, server.stop, {"server": server})  # fmt: skip
 
 

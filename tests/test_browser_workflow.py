@@ -72,16 +72,22 @@ def browser():
     chromium.close()
 
 
-@pytest.fixture(scope="module", params=["standalone", pytest.param("webui", marks=pytest.mark.webui)])
+HOSTS = ["standalone", pytest.param("webui", marks=pytest.mark.webui), pytest.param("forge", marks=pytest.mark.webui)]
+
+
+@pytest.fixture(scope="module", params=HOSTS)
 def host(request, tmp_path_factory):
-    if request.param == "webui":
-        from webui_server import skip_reason
+    if request.param in ("webui", "forge"):
+        if request.param == "forge":
+            from forge_server import skip_reason
+        else:
+            from webui_server import skip_reason
 
         reason = skip_reason()
         if reason:
-            print(f"\nwebui host skipped: {reason}")
+            print(f"\n{request.param} host skipped: {reason}")
             pytest.skip(reason)
-        app = start_webui(tmp_path_factory.mktemp("browser-webui"))
+        app = start_webui(tmp_path_factory.mktemp(f"browser-{request.param}"), forge=request.param == "forge")
     else:
         # a tagger folder not named "tagger": the app must use --models-dir as given
         workdir = tmp_path_factory.mktemp("browser-standalone")

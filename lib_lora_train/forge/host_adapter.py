@@ -14,6 +14,7 @@ under the queue lock, progress goes to ``shared.state``, and every step is undon
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -29,6 +30,7 @@ from lib_lora_train.forge.memory import load_for_run
 from lib_lora_train.forge.transformer_blocks import use_out_of_place_adds
 from lib_lora_train.host import Conditioning, ImageGeometry, ModelParts
 from lib_lora_train.hosts.model_state import ModuleSnapshot
+from lib_lora_train.train import preview_sampler
 from lib_lora_train.webui.shared.host_base import QueuedHost, checkpoint_each
 
 log = logging.getLogger(__name__)
@@ -167,11 +169,33 @@ class ForgeHost(QueuedHost):
         return undo
 
     def render_samples(self, requests):
-        # Forge's processing would re-apply the prompt's LoRAs through its patchers on a tree that holds our
-        # adapters and stand-ins; previews are skipped rather than risk the model (see README, Forge)
-        if requests:
-            self._log("sample images during training are not available in Forge yet; use Epoch Compare afterwards")
-        return []
+        # Not Forge's processing: it would apply the prompt's LoRAs through its patchers to a tree that holds our
+        # adapters and stand-ins. The same Euler sampler, on the UNet and text engines as they train, and the VAE
+        # called directly (as encode_images does), so that Forge's memory manager moves nothing mid-run.
+        try:
+            return [self._render_preview(request) for request in requests]
+        except Exception as exc:  # a failed preview costs the samples, not the run
+            self._log(f"sample images could not be rendered: {type(exc).__name__}: {exc}")
+            return []
+
+    def _render_preview(self, request):
+        # extra-network tags are Forge's processing's to apply; here they would be read as words
+        parse = self.forge.extra_networks.parse_prompt
+        request = dataclasses.replace(request, prompt=parse(request.prompt)[0],
+                                      negative_prompt=parse(request.negative_prompt)[0])  # fmt: skip
+        model = self.sd_model
+        kmodel = model.forge_objects.unet.model
+        latents = preview_sampler.sample_latents(
+            request, encode_text=self.encode_text, predict=self.predict,
+            alphas_cumprod=kmodel.predictor.alphas_cumprod.detach().float().cpu(),
+            prediction=parts_lib.prediction_of(kmodel), latent_channels=4,
+            device=model.forge_objects.unet.load_device,
+        )  # fmt: skip
+        vae = model.forge_objects.vae
+        first_stage = vae.first_stage_model
+        with torch.no_grad():
+            pixels = first_stage.decode(first_stage.process_out(latents.to(vae.device, vae.vae_dtype)))
+        return preview_sampler.to_image(pixels)
 
     def set_gradient_checkpointing(self, enabled: bool) -> Callable[[], None]:
         if self._undo_checkpointing is not None:
@@ -187,7 +211,7 @@ def live_forge():
     from types import SimpleNamespace
 
     from backend import memory_management
-    from modules import call_queue, progress, sd_models, shared
+    from modules import call_queue, extra_networks, progress, sd_models, shared
 
     return SimpleNamespace(shared=shared, call_queue=call_queue, progress=progress, sd_models=sd_models,
-                           memory_management=memory_management)  # fmt: skip
+                           memory_management=memory_management, extra_networks=extra_networks)  # fmt: skip
