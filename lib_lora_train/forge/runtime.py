@@ -29,8 +29,17 @@ class ForgeRuntime(SharedModulesRuntime):
         return "sd2" if getattr(model, "is_sd2", False) else "sd1"
 
     def switch_checkpoint(self, name: str) -> str:
-        # Forge loads lazily from its own choice (modules_forge.main_entry); switching under a job is not wired yet
-        raise NoModelError("in Forge, pick the checkpoint in Forge's own checkpoint list; leave base model empty")
+        """Forge's own checkpoint change (what its checkpoint list and its options API call: the choice is recorded
+        in its settings), then its loader at once: Forge otherwise loads lazily, at the next generation."""
+        from modules import sd_models
+        from modules_forge import main_entry
+
+        info = sd_models.get_closet_checkpoint_match(name)
+        if info is None:
+            raise ValueError(f"no checkpoint {name!r} in Forge's list; refresh the list or pick another")
+        main_entry.checkpoint_change(info.title)
+        sd_models.forge_model_reload()
+        return self.loaded_checkpoint()
 
     def make_training_host(self, stop_event, listener, task_id):
         from lib_lora_train.forge.host_adapter import ForgeHost, live_forge
