@@ -17,6 +17,8 @@ def test_gradio_keywords_follow_the_host_version(monkeypatch, major, js, upload)
     assert gradio_compat.js("() => 1") == {js: "() => 1"} and gradio_compat.js(None) == {}
     assert gradio_compat.upload_only() == upload
     assert gradio_compat.plot_size(500, 250) == ({"width": 500, "height": 250} if major == 3 else {"height": 250})
+    # gradio 3.41 has no per-listener limit (the WebUI's queue lets 64 run); gradio 4 runs one at a time unless told
+    assert gradio_compat.no_concurrency_limit() == ({} if major == 3 else {"concurrency_limit": None})
 
 
 def test_strict_models_refuse_unknown_fields_and_dump_to_dicts():
@@ -36,6 +38,7 @@ VERSION_BOUND = {
     r"\bsource\s*=\s*\"upload\"": "gradio_compat.upload_only",
     r"\.dict\(\)": "pydantic_compat.model_dict",
     r"class Config\s*:": "pydantic_compat.StrictModel",
+    r"\bconcurrency_limit\s*=": "gradio_compat.no_concurrency_limit",
 }
 
 

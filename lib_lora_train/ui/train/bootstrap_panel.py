@@ -14,6 +14,7 @@ from lib_lora_train.bootstrap.prompts import DEFAULT_VIEWS, parse_views
 from lib_lora_train.bootstrap.selection import auto_select, needed, parse_targets
 from lib_lora_train.settings import SettingsError
 from lib_lora_train.store import StoreError
+from lib_lora_train.ui import gradio_compat
 from lib_lora_train.ui.train.bootstrap_runner import StartRequest, bootstrap_runner
 
 P = "lora_train_bootstrap"
@@ -141,9 +142,10 @@ def build_bootstrap_panel(project_box) -> None:
             yield from watch(project)
 
         outputs = [status, gallery, keep]
+        streams = gradio_compat.no_concurrency_limit()  # each watches the loop for as long as it runs
         start.click(on_start, [project_box, images, crop, boxes, activation, traits, targets, seeds, auto, views],
-                    outputs)  # fmt: skip
-        resume.click(on_resume, [project_box], outputs)
-        go_on.click(on_keep, [project_box, keep], outputs)
+                    outputs, **streams)  # fmt: skip
+        resume.click(on_resume, [project_box], outputs, **streams)
+        go_on.click(on_keep, [project_box, keep], outputs, **streams)
         stop.click(lambda p: (runner.stop(), status_markdown(runner.status(p or "")))[1], [project_box], [status])
         refresh.click(view, [project_box], outputs)
