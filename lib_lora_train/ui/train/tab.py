@@ -57,6 +57,9 @@ def _tag_editor_folder() -> str:
     return current_dataset_folder() or ""
 
 
+ADVANCED_PER_ROW = 3
+
+
 def build_train_tab() -> gr.Blocks:
     """Build the tab (called inside the Blocks that the WebUI shows as "Train Tools")."""
     store = services.store
@@ -93,8 +96,11 @@ def build_train_tab() -> gr.Blocks:
         with gr.Accordion("Advanced", open=False, elem_id=f"{P}_advanced"):
             for title, names in act.advanced_groups().items():
                 with gr.Accordion(title, open=False):
-                    for name in names:
-                        fields[name] = _component(name, values[name])
+                    # three fields to a row: one per row made the open form several screens long
+                    for start in range(0, len(names), ADVANCED_PER_ROW):
+                        with gr.Row():
+                            for name in names[start : start + ADVANCED_PER_ROW]:
+                                fields[name] = _component(name, values[name])
         inputs = [fields[n] for n in act.FIELD_NAMES]
         checkpoints_here = current().checkpoint_choices()
         with gr.Row(visible=bool(checkpoints_here)):
@@ -217,8 +223,9 @@ def build_train_tab() -> gr.Blocks:
             [task_id, project, version, folder, repeats, base_model, restore_model, compare_after, *inputs],
             outputs,
             **gradio_compat.js(current().progress_js(f"{P}_status")),
+            **gradio_compat.no_concurrency_limit(),
         )
         stop.click(lambda: act.status_markdown(services.jobs().stop()), [], [status])
         refresh_models.click(lambda: gr.update(choices=[LOADED, *current().checkpoint_choices()]), [], [base_model])
-        watch.click(watch_job, [project, version], outputs)
+        watch.click(watch_job, [project, version], outputs, **gradio_compat.no_concurrency_limit())
     return tab
