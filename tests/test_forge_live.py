@@ -1,14 +1,16 @@
 """Inside a real Stable Diffusion WebUI Forge on the CPU (set LORA_TRAIN_TOOLS_FORGE and
 LORA_TRAIN_TOOLS_FORGE_PYTHON; see forge_server.py): the four tabs appear, training through the API right after a
-LoRA generation writes a kohya file and leaves Forge's model exactly as it was (merged LoRA and memory manager
-included), the trained LoRA loads in Forge's txt2img with every key matched and changes a fixed-seed image, for SD1
+LoRA generation writes a kohya file (LoRA, LoCon, LoHa, LoKr) and a preview per epoch and leaves Forge's model exactly as it was (merged LoRA
+and memory manager included), the trained LoRA loads in Forge's txt2img with every key matched and changes a fixed-seed image, for SD1
 and SDXL; Epoch Compare renders a grid with Forge's own processing; the tagger API answers."""
 
 from __future__ import annotations
 
 import base64
 import io
+import json
 import re
+from pathlib import Path
 
 import pytest
 from forge_server import Forge, skip_reason
@@ -75,9 +77,15 @@ def test_training_right_after_a_lora_generation_restores_the_model_and_the_lora_
         _assert_all_keys_matched(forge.log(), reference)
         before, live = forge.fingerprint(), forge.fingerprint(live=True)
         assert live != before  # the merge is real, and the default fingerprint sees through it
-        job = forge.train("alice", checkpoint, dataset, **FAST)
+        job = forge.train("alice", checkpoint, dataset, **FAST, sample_every=1, sample_prompts=["alice, red hair"],
+                          sample_steps=3)  # fmt: skip
         assert job["state"] == "done", job["message"]
         assert any("took Forge's applied LoRA out" in line for line in job["log"]), job["log"][-10:]
+        # a preview per epoch, rendered as the model trains (the UNet and text engines with the adapters live)
+        previews = [Image.open(p).convert("RGB") for p in job["samples"]]
+        assert len(previews) == 2 and all(im.size == (64, 64) for im in previews), job["log"][-10:]
+        assert previews[0].tobytes() != previews[1].tobytes(), "the epoch 1 and 2 previews are the same image"
+        assert all(max(hi - lo for lo, hi in im.getextrema()) > 0 for im in previews), "a preview is one flat colour"
         assert forge.fingerprint() == before
         assert forge.fingerprint(live=True) == live  # the merged tensors are back, not re-made
         assert forge.txt2img("alice, red hair") == image_before
@@ -94,6 +102,63 @@ def test_training_right_after_a_lora_generation_restores_the_model_and_the_lora_
     finally:
         if checkpoint != "tiny-sd1":
             forge.use_checkpoint("tiny-sd1")
+
+
+@pytest.mark.parametrize("network", ["locon", "loha", "lokr"])
+def test_lycoris_networks_train_and_load_in_forge(forge, dataset, network):
+    """LoCon (convolutions too), LoHa and LoKr go through the same engine on Forge's model; Forge's own loader reads
+    each file with every key matched, and it changes a fixed-seed image."""
+    image_before = forge.txt2img("alice, red hair")
+    before = forge.fingerprint()
+    job = forge.train("lyco", network, dataset, **FAST, network=network)
+    assert job["state"] == "done", job["message"]
+    assert forge.fingerprint() == before
+    from safetensors.torch import load_file
+
+    keys = load_file(job["checkpoints"][-1]).keys()
+    kinds = {"locon": ".lora_down.weight", "loha": ".hada_w1_a", "lokr": ".lokr_w1"}
+    assert any(k.endswith(kinds[network]) for k in keys), sorted(keys)[:6]
+    if network == "locon":  # the ResNet convolutions get adapters too
+        assert any("_resnets_" in k or "_in_layers_2" in k for k in keys), sorted(keys)[:6]
+    name = job["checkpoints"][-1].rsplit("/", 1)[-1].removesuffix(".safetensors")
+    assert forge.txt2img(f"alice, red hair <lora:{name}:1>") != image_before
+    _assert_all_keys_matched(forge.log(), name)
+
+
+def test_training_on_another_checkpoint_switches_with_forges_loader_and_back(forge, dataset):
+    _, options = forge.call("GET", "/sdapi/v1/options")
+    loaded = options["sd_model_checkpoint"]
+    assert loaded.startswith("tiny-sd1")
+    forge.txt2img("alice")  # Forge loads lazily: the user's model is in memory once it has generated
+    before = forge.fingerprint()
+    body = {"project": "base", "version": "on-sdxl", "dataset": str(dataset), "base_model": "tiny-sdxl.safetensors",
+            "settings": {**FAST, "epochs": 1}}  # fmt: skip
+    status, answer = forge.call("POST", "/train-tools/v1/train", body)
+    assert status == 200, answer
+    job = forge.wait_job()
+    assert job["state"] == "done", job["message"]
+    assert any("loading tiny-sdxl" in line for line in job["log"]) and any("back" in line for line in job["log"])
+    version = Path(job["checkpoints"][-1]).parents[1]
+    trained_on = json.loads((version / "version.json").read_text())["base_model"]
+    assert trained_on["arch"] == "sdxl" and trained_on["name"].startswith("tiny-sdxl")
+    from safetensors import safe_open
+
+    with safe_open(job["checkpoints"][-1], "pt") as handle:
+        keys = list(handle.keys())
+    assert any(k.startswith("lora_te2_") for k in keys)  # an SDXL file: both text encoders
+    _, options = forge.call("GET", "/sdapi/v1/options")
+    # the user's checkpoint is chosen again (Forge's checkpoint change writes its full title, "tiny-sd1.safetensors
+    # [hash]", where the options API had been given "tiny-sd1") and loaded again (the fingerprint below)
+    assert options["sd_model_checkpoint"].startswith(loaded.removesuffix(".safetensors"))
+    after = forge.fingerprint()
+    # Forge's loader built the model anew, so object ids ("structure") differ; weights, flags, devices and dtypes
+    # are the ones the user had
+    for part, value in before["parts"].items():
+        assert {k: v for k, v in after["parts"][part].items() if k != "structure"} == {
+            k: v for k, v in value.items() if k != "structure"
+        }, part
+    status, answer = forge.call("POST", "/train-tools/v1/train", {**body, "version": "nope", "base_model": "nope"})
+    assert status == 422 and answer["detail"]["field"] == "base_model"
 
 
 def test_the_tagger_api_answers(forge):

@@ -120,10 +120,8 @@ class ForgeHost(QueuedHost):
         undo.append(lambda: [log.warning("Train Tools: %s", m) for m in manager.restore()])
         snapshots: list[ModuleSnapshot] = []
         try:
-            # Forge's text engines cast the CLIP embeddings to fp32 at their first encode and keep them so: on a
-            # model that has not generated yet, Forge's own call does that now, so the run does not change the tree
-            with torch.inference_mode():
-                model.get_learned_conditioning([""])
+            # on a model that has not generated yet, so that the run does not make that change to the tree
+            parts_lib.settle_text_engines(model)
             snapshots += [ModuleSnapshot.capture(found.unet), ModuleSnapshot.capture(found.text_root)]
             for root in (found.kmodel, found.text_root):
                 out = lora_patches.take_out(root)

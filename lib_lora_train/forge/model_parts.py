@@ -97,3 +97,10 @@ def model_parts(sd_model, *, clip_skip: int, device: torch.device) -> ModelParts
 def parts_to_fingerprint(sd_model) -> dict[str, torch.nn.Module]:
     found = layout(sd_model)
     return {"unet": found.unet, "text_encoders": found.text_root, "vae": found.vae}
+
+
+def settle_text_engines(sd_model) -> None:
+    """Let Forge's text engines make their one-time change now: they cast the CLIP embeddings to fp32 at their first
+    encode and keep them so. Forge's own call does it, as the first generation after a load would."""
+    with torch.inference_mode():
+        sd_model.get_learned_conditioning([""])

@@ -37,8 +37,13 @@ class ForgeRuntime(SharedModulesRuntime):
         info = sd_models.get_closet_checkpoint_match(name)
         if info is None:
             raise ValueError(f"no checkpoint {name!r} in Forge's list; refresh the list or pick another")
+        from lib_lora_train.forge.model_parts import settle_text_engines
+
         main_entry.checkpoint_change(info.title)
-        sd_models.forge_model_reload()
+        model, _ = sd_models.forge_model_reload()
+        # a model Forge holds has generated at least once (it loads at the first generation): the previous model,
+        # loaded back after a run, is left in that same state
+        settle_text_engines(model)
         return self.loaded_checkpoint()
 
     def make_training_host(self, stop_event, listener, task_id):
