@@ -1,5 +1,6 @@
-"""Browser tests' harness: the app under test (the standalone app, or a real WebUI with the extension linked in),
-a headless Chromium driven by Playwright, and helpers that find gradio 3.41 components the way a user sees them.
+"""Browser tests' harness: the app under test (the standalone app, or a real WebUI or Forge with the extension linked
+in), a headless Chromium driven by Playwright, and helpers that find gradio 3.41 and 4.40 components the way a user
+sees them.
 
 Used by test_browser_workflow.py. Nothing here downloads anything: Chromium is the system's (/usr/bin/chromium),
 the base model is the tiny fixture beside the clone (or one built on the spot), the tagger is the probe graph of
@@ -104,7 +105,7 @@ def tiny_base_model(workdir: Path) -> Path:
 class Host:
     """One running app under test and the folders a test checks on disk."""
 
-    name: str  # "standalone" or "webui"
+    name: str  # "standalone", "webui" or "forge"
     url: str
     outputs: Path  # projects folder: <outputs>/<project>/versions/<version>/...
     lora_dir: Path  # the LoRA folder; published epochs go to its train_tools sub-folder
@@ -201,8 +202,9 @@ def start_webui(workdir: Path, *, forge: bool = False) -> Host:
         server.stop()
         raise
     # the WebUI's default outputs: <data>/outputs/train_tools (the "Projects folder" option is empty)
-    return Host("forge" if forge else "webui", f"http://127.0.0.1:{server.port}/", server.data / "outputs" / "train_tools", server.lora_dir,
-                server.models / "tagger", server.log_path, None, server.stop, {"server": server})  # fmt: skip
+    name, outputs = "forge" if forge else "webui", server.data / "outputs" / "train_tools"
+    return Host(name, f"http://127.0.0.1:{server.port}/", outputs, server.lora_dir, server.models / "tagger",
+                server.log_path, None, server.stop, {"server": server})  # fmt: skip
 
 
 # --- the browser -------------------------------------------------------------------------------------------------
@@ -233,9 +235,10 @@ class Browser:
 
 
 class Gradio:
-    """A gradio 3.41 page as a user works it: tabs, labelled fields, buttons, and what the page then says.
+    """A gradio 3.41 or 4.40 page as a user works it: tabs, labelled fields, buttons, and what the page then says.
 
-    gradio 3.41's DOM: a Textbox's elem_id is on its wrapper (the field is the ``textarea``/``input`` inside), a
+    Where gradio 4 (Forge) differs, the helpers say so: its page never lets the network go idle, and a Markdown's
+    elem_id is on its block only. gradio 3.41's DOM: a Textbox's elem_id is on its wrapper (the field is the ``textarea``/``input`` inside), a
     Button's on the ``<button>``; a Markdown's elem_id is on the block *and* on its ``.prose`` div; a Dropdown is a
     svelte list (type into its input, pick the ``ul.options li``); fields without elem_id are found by their label.
     """
@@ -252,9 +255,17 @@ class Gradio:
     def open(self) -> None:
         self.page.goto(self.host.url, wait_until="domcontentloaded", timeout=SLOW_MS)
         self.page.wait_for_selector("#tab_lora_train_tagger", state="attached", timeout=SLOW_MS)
-        # the page's load events (gradio's "load" handlers, the WebUI's settings refresh) have run once the
-        # queue is idle and nothing shows a progress bar
-        self.page.wait_for_load_state("networkidle", timeout=SLOW_MS)
+        version = self.page.evaluate("() => (window.gradio_config || {}).version || ''")
+        self.gradio_major = int(version.split(".")[0] or 3)
+        if self.gradio_major < 4:
+            # the page's load events (gradio's "load" handlers, the WebUI's settings refresh) have run once the
+            # network is idle
+            self.page.wait_for_load_state("networkidle", timeout=SLOW_MS)
+        else:
+            # gradio 4 (Forge) keeps a heartbeat request open for as long as the page lives, so the network is
+            # never idle: wait for the load events to leave no progress overlay instead
+            self.page.wait_for_load_state("load", timeout=SLOW_MS)
+            self.wait_idle(quiet_ms=3000)
 
     def shot(self, step: str) -> Path:
         self.count += 1
@@ -393,8 +404,13 @@ class Gradio:
     def recorded_texts(self, key: str) -> list[str]:
         return self.page.evaluate("(key) => (window.__loraTexts || {})[key] || []", key)
 
+    @staticmethod
+    def markdown_selector(elem_id: str) -> str:
+        """A Markdown's text: gradio 3.41 puts its elem_id on the ``.prose`` div too, gradio 4 only on the block."""
+        return f"div.prose#{elem_id}, #{elem_id} div.prose"
+
     def markdown(self, elem_id: str):
-        return self.page.locator(f"div.prose#{elem_id}")
+        return self.page.locator(self.markdown_selector(elem_id)).first
 
     def wait_text(self, locator, pattern: str | re.Pattern, timeout: float = CLICK_MS) -> str:
         """Wait until ``locator``'s text (or a field's value) matches; returns it. Fails with what it showed, at

@@ -1,5 +1,5 @@
-"""The whole workflow in a real browser, by clicks and typing only, on the standalone app (always) and inside a real
-WebUI v1.10.x (with LORA_TRAIN_TOOLS_WEBUI set): tag a folder with the probe tagger, edit the captions in the Dataset
+"""The whole workflow in a real browser, by clicks and typing only, on the standalone app (always), inside a real
+WebUI v1.10.x (with LORA_TRAIN_TOOLS_WEBUI set) and inside a real Forge, gradio 4 (with LORA_TRAIN_TOOLS_FORGE set): tag a folder with the probe tagger, edit the captions in the Dataset
 Tag Editor (filter, activation tag, meta tags, undo/redo, keyboard shortcuts, save), train a tiny LoRA in Train Tools
 (scan, preset, Start/Stop/Start, progress, loss chart, samples, checkpoints), compare its epochs (grid, scores,
 X/Y/Z strings, pick and publish), and the errors a user meets. Every step asserts on what the page shows and on the
@@ -401,7 +401,7 @@ def test_train_start_stop_start(ui, host, flow):
     later = ui.wait_text(status, r"step \d+", SLOW_MS)
     step = lambda text: int(re.search(r"step (\d+)/", text).group(1))  # noqa: E731
     assert step(later) > step(first), (first, later)
-    assert ui.page.locator(f"#{TT}_loss").locator("canvas, svg").count() > 0, "no loss chart drawn"
+    assert ui.page.locator(f"#{TT}_loss").locator("canvas.marks, svg.marks").count() > 0, "no loss chart drawn"
     assert "loss" in later and re.search(r"\d+%", later), later
     ui.shot("train-running")
 
@@ -559,7 +559,7 @@ def test_errors_are_shown_in_the_page(ui, host, flow, tmp_path):
 
     tab = ui.tab(TE)
     te_status = ui.markdown(f"{TE}_status")
-    ui.record_texts(f"div.prose#{TE}_status", "te_status")
+    ui.record_texts(ui.markdown_selector(f"{TE}_status"), "te_status")
     ui.fill(tab, missing, elem_id=f"{TE}_folder")
     ui.page.locator(f"#{TE}_load").click()
     ui.page.wait_for_timeout(300)
@@ -577,7 +577,7 @@ def test_errors_are_shown_in_the_page(ui, host, flow, tmp_path):
     ui.shot("error-scan-folder")
 
     status = ui.markdown(f"{TT}_status")
-    ui.record_texts(f"div.prose#{TT}_status", "tt_status")
+    ui.record_texts(ui.markdown_selector(f"{TT}_status"), "tt_status")
     for name, bad, pattern in (("rank", 0, r"rank: 0 is out of range"), ("unet_lr", -0.0001, r"unet_lr: -0.0001")):
         good = ui.value(tab, elem_id=f"{TT}_{name}")
         _form(ui, tab, {name: bad})
@@ -628,7 +628,7 @@ def test_start_while_training_says_why(ui, host, flow, browser):
         second.choose(tab2, PROJECT, elem_id=f"{TT}_project")
         second.choose(tab2, VERSION, elem_id=f"{TT}_version")
         second.wait_idle()
-        second.record_texts(f"div.prose#{TT}_status", "status")
+        second.record_texts(ui.markdown_selector(f"{TT}_status"), "status")
         second.page.locator(f"#{TT}_start").click()
         second.page.wait_for_timeout(3000)  # longer than the tab's 1 s progress poll
         shown = second.recorded_texts("status")
