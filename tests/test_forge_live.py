@@ -10,6 +10,7 @@ import base64
 import io
 import json
 import re
+import time
 from pathlib import Path
 
 import pytest
@@ -159,6 +160,38 @@ def test_training_on_another_checkpoint_switches_with_forges_loader_and_back(for
         }, part
     status, answer = forge.call("POST", "/train-tools/v1/train", {**body, "version": "nope", "base_model": "nope"})
     assert status == 422 and answer["detail"]["field"] == "base_model"
+
+
+def test_forges_interrupt_stops_training_and_the_model_is_restored(forge, dataset):
+    forge.txt2img("alice <lora:tiny_kohya:1>")  # a LoRA merged in, to be taken out and put back on this path too
+    before, live = forge.fingerprint(), forge.fingerprint(live=True)
+    status, _ = forge.call("POST", "/train-tools/v1/train", {"project": "exits", "version": "interrupted",
+                           "dataset": str(dataset), "settings": {**FAST, "epochs": 50}})  # fmt: skip
+    assert status == 200
+    deadline = time.time() + 300
+    while forge.call("GET", "/train-tools/v1/status")[1]["step"] < 1 and time.time() < deadline:
+        time.sleep(0.5)
+    forge.call("POST", "/sdapi/v1/interrupt")  # what Forge's Interrupt button does
+    job = forge.wait_job()
+    assert job["state"] == "stopped", job["message"]
+    assert forge.fingerprint() == before and forge.fingerprint(live=True) == live
+
+
+def test_a_run_that_raises_restores_the_model(forge, dataset):
+    before, live = forge.fingerprint(), forge.fingerprint(live=True)
+    first = forge.train("exits", "raises", dataset, **{**FAST, "epochs": 1, "save_state": True,
+                                                      "gradient_checkpointing": True})  # fmt: skip
+    assert first["state"] == "done", first["message"]
+    assert forge.fingerprint() == before  # gradient checkpointing undone too
+    # a damaged optimiser state: the resumed run fails after the adapters are in the model and the optimiser is built
+    state = Path(first["checkpoints"][-1]).parents[1] / "state"
+    (state / "optimizer.pt").write_bytes(b"not a torch file")
+    status, answer = forge.call("POST", "/train-tools/v1/train", {"project": "exits", "version": "raises",
+                                "resume": True, "settings": {**FAST, "epochs": 2, "save_state": True}})  # fmt: skip
+    assert status == 200, answer
+    job = forge.wait_job()
+    assert job["state"] == "error", job
+    assert forge.fingerprint() == before and forge.fingerprint(live=True) == live
 
 
 def test_the_tagger_api_answers(forge):
