@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import io
-import json
 import re
 import time
 from pathlib import Path
@@ -17,7 +16,7 @@ import pytest
 from forge_server import Forge, skip_reason
 from PIL import Image, ImageChops
 from tagger_graphs import make_model_folder
-from webui_server import write_alice_dataset
+from webui_server import assert_same_model_but_new_objects, write_alice_dataset
 
 pytestmark = [pytest.mark.webui, pytest.mark.slow]
 if skip_reason():
@@ -132,15 +131,7 @@ def test_training_on_another_checkpoint_switches_with_forges_loader_and_back(for
     assert loaded.startswith("tiny-sd1")
     forge.txt2img("alice")  # Forge loads lazily: the user's model is in memory once it has generated
     before = forge.fingerprint()
-    body = {"project": "base", "version": "on-sdxl", "dataset": str(dataset), "base_model": "tiny-sdxl.safetensors",
-            "settings": {**FAST, "epochs": 1}}  # fmt: skip
-    status, answer = forge.call("POST", "/train-tools/v1/train", body)
-    assert status == 200, answer
-    job = forge.wait_job()
-    assert job["state"] == "done", job["message"]
-    assert any("loading tiny-sdxl" in line for line in job["log"]) and any("back" in line for line in job["log"])
-    version = Path(job["checkpoints"][-1]).parents[1]
-    trained_on = json.loads((version / "version.json").read_text())["base_model"]
+    job, trained_on = forge.train_on("tiny-sdxl.safetensors", "base", "on-sdxl", dataset, **{**FAST, "epochs": 1})
     assert trained_on["arch"] == "sdxl" and trained_on["name"].startswith("tiny-sdxl")
     from safetensors import safe_open
 
@@ -149,16 +140,11 @@ def test_training_on_another_checkpoint_switches_with_forges_loader_and_back(for
     assert any(k.startswith("lora_te2_") for k in keys)  # an SDXL file: both text encoders
     _, options = forge.call("GET", "/sdapi/v1/options")
     # the user's checkpoint is chosen again (Forge's checkpoint change writes its full title, "tiny-sd1.safetensors
-    # [hash]", where the options API had been given "tiny-sd1") and loaded again (the fingerprint below)
+    # [hash]", where the options API had been given "tiny-sd1") and loaded again
     assert options["sd_model_checkpoint"].startswith(loaded.removesuffix(".safetensors"))
-    after = forge.fingerprint()
-    # Forge's loader built the model anew, so object ids ("structure") differ; weights, flags, devices and dtypes
-    # are the ones the user had
-    for part, value in before["parts"].items():
-        assert {k: v for k, v in after["parts"][part].items() if k != "structure"} == {
-            k: v for k, v in value.items() if k != "structure"
-        }, part
-    status, answer = forge.call("POST", "/train-tools/v1/train", {**body, "version": "nope", "base_model": "nope"})
+    assert_same_model_but_new_objects(before, forge.fingerprint())
+    body = {"project": "base", "version": "nope", "dataset": str(dataset), "base_model": "nope", "settings": FAST}
+    status, answer = forge.call("POST", "/train-tools/v1/train", body)
     assert status == 422 and answer["detail"]["field"] == "base_model"
 
 

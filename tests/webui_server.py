@@ -160,6 +160,19 @@ class WebUI:
         assert status == 200, answer
         return self.wait_job(timeout)
 
+    def train_on(self, base_model: str, project: str, version: str, dataset: Path, **settings) -> tuple[dict, dict]:
+        """A run on another checkpoint than the loaded one: the finished job and version.json's ``base_model``."""
+        body = {"project": project, "version": version, "dataset": str(dataset), "base_model": base_model,
+                "settings": settings}  # fmt: skip
+        status, answer = self.call("POST", "/train-tools/v1/train", body)
+        assert status == 200, answer
+        job = self.wait_job()
+        assert job["state"] == "done", job["message"]
+        assert any(f"loading {base_model.split('.')[0]}" in line for line in job["log"]), job["log"][-8:]
+        assert any("back" in line for line in job["log"]), job["log"][-8:]
+        folder = Path(job["checkpoints"][-1]).parents[1]
+        return job, json.loads((folder / "version.json").read_text())["base_model"]
+
     def wait_job(self, timeout: float = 900) -> dict:
         deadline = time.time() + timeout
         while time.time() < deadline:
@@ -183,6 +196,15 @@ def serve(workdir: Path, checkpoint: str = "tiny-sd1", extra_args: tuple[str, ..
         yield server
     finally:
         server.stop()
+
+
+def assert_same_model_but_new_objects(before: dict, after: dict) -> None:
+    """Two host fingerprints of one checkpoint, loaded again in between: the host's loader (one checkpoint in memory)
+    built the model anew, so object ids ("structure") differ; weights, flags, devices and dtypes must be the same."""
+    for part, value in before["parts"].items():
+        assert {k: v for k, v in after["parts"][part].items() if k != "structure"} == {
+            k: v for k, v in value.items() if k != "structure"
+        }, part
 
 
 def write_alice_dataset(root: Path) -> Path:
