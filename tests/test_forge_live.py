@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import io
 import re
+import threading
 import time
 from pathlib import Path
 
@@ -148,7 +149,7 @@ def test_training_on_another_checkpoint_switches_with_forges_loader_and_back(for
     assert status == 422 and answer["detail"]["field"] == "base_model"
 
 
-def test_forges_interrupt_stops_training_and_the_model_is_restored(forge, dataset):
+def test_a_run_holds_forges_queue_reports_in_its_progress_and_stops_at_its_interrupt(forge, dataset):
     forge.txt2img("alice <lora:tiny_kohya:1>")  # a LoRA merged in, to be taken out and put back on this path too
     before, live = forge.fingerprint(), forge.fingerprint(live=True)
     status, _ = forge.call("POST", "/train-tools/v1/train", {"project": "exits", "version": "interrupted",
@@ -157,9 +158,19 @@ def test_forges_interrupt_stops_training_and_the_model_is_restored(forge, datase
     deadline = time.time() + 300
     while forge.call("GET", "/train-tools/v1/status")[1]["step"] < 1 and time.time() < deadline:
         time.sleep(0.5)
+    _, progress = forge.call("GET", "/sdapi/v1/progress?skip_current_image=true")
+    assert progress["state"]["job"] == "train_tools" and "LoRA training: epoch" in progress["textinfo"], progress
+    generated: dict = {}
+    # the same LoRA: Forge keeps its merge, so that the live fingerprint can be compared after this generation too
+    generation = threading.Thread(target=lambda: generated.update(image=forge.txt2img("alice <lora:tiny_kohya:1>")))
+    generation.start()
+    time.sleep(3)
+    assert generation.is_alive(), "a generation ran while the job held Forge's queue"
     forge.call("POST", "/sdapi/v1/interrupt")  # what Forge's Interrupt button does
     job = forge.wait_job()
     assert job["state"] == "stopped", job["message"]
+    generation.join(300)
+    assert "image" in generated  # the generation ran once the job let the queue go
     assert forge.fingerprint() == before and forge.fingerprint(live=True) == live
 
 
