@@ -141,9 +141,7 @@ class ForgeHost(QueuedHost):
             model.set_clip_skip(self._clip_skip())
             yield
         finally:
-            if self._undo_checkpointing is not None:
-                self._undo_checkpointing()
-                self._undo_checkpointing = None
+            self._drop_checkpointing()
             for engine, value in zip(engines, clip_skips, strict=False):
                 engine.clip_skip = value
             for step in reversed(undo):
@@ -166,18 +164,11 @@ class ForgeHost(QueuedHost):
 
         return undo
 
-    def render_samples(self, requests):
+    def _render_sample(self, request):
         # Not Forge's processing: it would apply the prompt's LoRAs through its patchers to a tree that holds our
         # adapters and stand-ins. The same Euler sampler, on the UNet and text engines as they train, and the VAE
-        # called directly (as encode_images does), so that Forge's memory manager moves nothing mid-run.
-        try:
-            return [self._render_preview(request) for request in requests]
-        except Exception as exc:  # a failed preview costs the samples, not the run
-            self._log(f"sample images could not be rendered: {type(exc).__name__}: {exc}")
-            return []
-
-    def _render_preview(self, request):
-        # extra-network tags are Forge's processing's to apply; here they would be read as words
+        # called directly (as encode_images does), so that Forge's memory manager moves nothing mid-run. Extra-network
+        # tags are Forge's processing's to apply; here they would be read as words, so they are dropped.
         parse = self.forge.extra_networks.parse_prompt
         request = dataclasses.replace(request, prompt=parse(request.prompt)[0],
                                       negative_prompt=parse(request.negative_prompt)[0])  # fmt: skip
@@ -195,14 +186,9 @@ class ForgeHost(QueuedHost):
             pixels = first_stage.decode(first_stage.process_out(latents.to(vae.device, vae.vae_dtype)))
         return preview_sampler.to_image(pixels)
 
-    def set_gradient_checkpointing(self, enabled: bool) -> Callable[[], None]:
-        if self._undo_checkpointing is not None:
-            self._undo_checkpointing()
-            self._undo_checkpointing = None
-        if not enabled:
-            return lambda: None
-        self._undo_checkpointing = checkpoint_blocks(self.sd_model.forge_objects.unet.model.diffusion_model)
-        return self._undo_checkpointing
+    def _checkpoint_blocks(self) -> Callable[[], None]:
+        return checkpoint_blocks(self.sd_model.forge_objects.unet.model.diffusion_model)
+
 
 def live_forge():
     """The Forge modules the host uses, imported only inside a running Forge."""

@@ -14,6 +14,8 @@ from collections.abc import Callable
 
 import torch
 
+from lib_lora_train.webui.shared.host_base import patch_instances
+
 
 def is_transformer_block(module: torch.nn.Module) -> bool:
     return type(module).__name__ == "BasicTransformerBlock" and hasattr(module, "attn1") and hasattr(module, "ff")
@@ -37,15 +39,5 @@ def training_forward(block: torch.nn.Module, x, context=None, transformer_option
 
 
 def use_out_of_place_adds(unet: torch.nn.Module) -> Callable[[], None]:
-    patched = []
-    for module in unet.modules():
-        if is_transformer_block(module) and "_forward" not in module.__dict__:
-            module._forward = functools.partial(training_forward, module)
-            patched.append(module)
-
-    def undo() -> None:
-        for module in patched:
-            module.__dict__.pop("_forward", None)
-        patched.clear()
-
-    return undo
+    blocks = [module for module in unet.modules() if is_transformer_block(module)]
+    return patch_instances(blocks, "_forward", lambda block: functools.partial(training_forward, block))

@@ -132,9 +132,7 @@ class WebUIHost(QueuedHost):
                 self._log(f"took the WebUI's applied LoRA out of {restored} layers before training")
             yield
         finally:
-            if self._undo_checkpointing is not None:
-                self._undo_checkpointing()
-                self._undo_checkpointing = None
+            self._drop_checkpointing()
             if had_clip:
                 opts_data["CLIP_stop_at_last_layers"] = old_clip
             else:
@@ -157,23 +155,12 @@ class WebUIHost(QueuedHost):
 
         return undo
 
-    def render_samples(self, requests):
-        # The WebUI's own txt2img, with the adapters live in the model; a failure costs the samples, not the run.
-        try:
-            return [self.webui.render_txt2img(r) for r in requests]
-        except Exception as exc:
-            self._log(f"sample images could not be rendered: {type(exc).__name__}: {exc}")
-            return []
+    def _render_sample(self, request):
+        return self.webui.render_txt2img(request)  # the WebUI's own txt2img, with the adapters live in the model
 
-    def set_gradient_checkpointing(self, enabled: bool) -> Callable[[], None]:
-        if self._undo_checkpointing is not None:
-            self._undo_checkpointing()
-            self._undo_checkpointing = None
-        if not enabled:
-            return lambda: None
-        undo = enable_block_checkpointing(self.sd_model.model.diffusion_model)
-        self._undo_checkpointing = undo
-        return undo
+    def _checkpoint_blocks(self) -> Callable[[], None]:
+        return enable_block_checkpointing(self.sd_model.model.diffusion_model)
+
 
 def live_webui():
     """The WebUI modules the host uses, imported only inside a running WebUI."""

@@ -24,21 +24,26 @@ def _checkpointed(forward, *args, **kwargs):
     return torch.utils.checkpoint.checkpoint(forward, *args, use_reentrant=False, **kwargs)
 
 
-def checkpoint_each(modules: Iterable[torch.nn.Module], forward_of: Callable[[torch.nn.Module], Callable]):
-    """Run each module's ``forward_of(module)`` under gradient checkpointing through a per-instance ``forward``
-    (modules that already have one are left alone); the returned function removes exactly those patches."""
+def patch_instances(modules: Iterable[torch.nn.Module], name: str, make: Callable[[torch.nn.Module], Callable]):
+    """Give each module a per-instance ``name`` = ``make(module)``, leaving alone modules that already have one; the
+    returned function removes exactly those patches."""
     patched = []
     for module in modules:
-        if "forward" not in module.__dict__:
-            module.forward = functools.partial(_checkpointed, forward_of(module))
+        if name not in module.__dict__:
+            setattr(module, name, make(module))
             patched.append(module)
 
     def undo() -> None:
         for module in patched:
-            module.__dict__.pop("forward", None)
+            module.__dict__.pop(name, None)
         patched.clear()
 
     return undo
+
+
+def checkpoint_each(modules: Iterable[torch.nn.Module], forward_of: Callable[[torch.nn.Module], Callable]):
+    """Run each module's ``forward_of(module)`` under gradient checkpointing through a per-instance ``forward``."""
+    return patch_instances(modules, "forward", lambda module: functools.partial(_checkpointed, forward_of(module)))
 
 
 class QueuedHost(TrainingHost):
@@ -86,6 +91,37 @@ class QueuedHost(TrainingHost):
         state.textinfo = text + (f", loss {loss:.4f}" if loss is not None else "")
         if self.listener is not None:
             self.listener(event)
+
+    # --- what each adapter says for its model
+
+    def _render_sample(self, request):
+        """One preview image for ``request`` with the adapters live."""
+        raise NotImplementedError
+
+    def _checkpoint_blocks(self) -> Callable[[], None]:
+        """Put the UNet's blocks under gradient checkpointing; returns the function that undoes it."""
+        raise NotImplementedError
+
+    # ---
+
+    def render_samples(self, requests):
+        try:
+            return [self._render_sample(request) for request in requests]
+        except Exception as exc:  # a failed preview costs the samples, not the run
+            self._log(f"sample images could not be rendered: {type(exc).__name__}: {exc}")
+            return []
+
+    def set_gradient_checkpointing(self, enabled: bool) -> Callable[[], None]:
+        self._drop_checkpointing()
+        if not enabled:
+            return lambda: None
+        self._undo_checkpointing = self._checkpoint_blocks()
+        return self._undo_checkpointing
+
+    def _drop_checkpointing(self) -> None:
+        if self._undo_checkpointing is not None:
+            self._undo_checkpointing()
+            self._undo_checkpointing = None
 
     def should_stop(self) -> bool:
         return self.stop_event.is_set() or bool(getattr(self.modules.shared.state, "interrupted", False))
