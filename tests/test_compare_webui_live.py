@@ -6,13 +6,11 @@ scoring runs with a tiny tagger graph, and the pick is published under the clean
 
 from __future__ import annotations
 
-import base64
-import io
 import json
 from pathlib import Path
 
 import pytest
-from PIL import Image, ImageChops
+from PIL import Image
 
 pytestmark = [pytest.mark.webui, pytest.mark.slow]
 webui_server = pytest.importorskip("webui_server", reason="the WebUI test harness (tests/webui_server.py) is not here")
@@ -61,16 +59,7 @@ def test_xyz_plot_reproduces_every_cell(compared):
     server, answer = compared
     xyz = answer["xyz"][0]
     assert (xyz["x_values"], xyz["y_values"]) == (":0.5>,:1>,:0>", "-000001,-000002,")  # "" = the final file
-    status, reply = server.call("POST", "/sdapi/v1/txt2img", xyz["txt2img_payload"], timeout=1800)
-    assert status == 200, reply
-    # with include_lone_images the plot returns the grid, then the cells row by row (epochs) over columns (weights)
-    plotted = [Image.open(io.BytesIO(base64.b64decode(b))).convert("RGB") for b in reply["images"][1:]]
-    cells = f"{answer['folder']}/cells/p1-s1234"
-    expected = []
-    for epoch in ("e000001", "e000002", "final"):
-        expected += [f"{cells}-{epoch}-w0.5.png", f"{cells}-{epoch}-w1.png", f"{cells}-ref-nolora.png"]
-    for path, image in zip(expected, plotted, strict=True):
-        assert ImageChops.difference(Image.open(path).convert("RGB"), image).getbbox() is None, path
+    webui_server.assert_xyz_plot_redraws_every_cell(server, answer, ("e000001", "e000002", "final"))
 
 
 def test_scores_come_from_the_tiny_tagger(compared):

@@ -15,16 +15,18 @@ from pathlib import Path
 
 import pytest
 from forge_server import Forge, skip_reason
-from PIL import Image, ImageChops
+from PIL import Image
 from tagger_graphs import make_model_folder
-from webui_server import assert_same_model_but_new_objects, write_alice_dataset
+from webui_server import (
+    FAST,
+    assert_same_model_but_new_objects,
+    assert_xyz_plot_redraws_every_cell,
+    write_alice_dataset,
+)
 
 pytestmark = [pytest.mark.webui, pytest.mark.slow]
 if skip_reason():
     pytest.skip(skip_reason(), allow_module_level=True)
-
-FAST = dict(rank=4, alpha=4, resolution=64, min_bucket_side=64, max_bucket_side=128, batch_size=1, epochs=2,
-            mixed_precision="no", unet_lr=1e-2, te_lr=1e-3, cache_latents="memory", seed=7)  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -215,12 +217,4 @@ def test_epoch_compare_renders_with_forges_processing(forge, dataset):
     # the X/Y/Z hand-off: Forge's own X/Y/Z plot (same script arguments as A1111's) redraws every cell
     xyz = answer["xyz"][0]
     assert (xyz["x_values"], xyz["y_values"]) == (":0.5>,:1>,:0>", "-000001,")  # "" = the final file
-    status, reply = forge.call("POST", "/sdapi/v1/txt2img", xyz["txt2img_payload"], timeout=1800)
-    assert status == 200, reply
-    plotted = [Image.open(io.BytesIO(base64.b64decode(b))).convert("RGB") for b in reply["images"][1:]]
-    cells = f"{answer['folder']}/cells/p1-s1234"
-    expected = []
-    for epoch in ("e000001", "final"):
-        expected += [f"{cells}-{epoch}-w0.5.png", f"{cells}-{epoch}-w1.png", f"{cells}-ref-nolora.png"]
-    for path, image in zip(expected, plotted, strict=True):
-        assert ImageChops.difference(Image.open(path).convert("RGB"), image).getbbox() is None, path
+    assert_xyz_plot_redraws_every_cell(forge, answer, ("e000001", "final"))

@@ -14,14 +14,18 @@ from pathlib import Path
 import pytest
 import torch
 from PIL import Image
-from webui_server import assert_same_model_but_new_objects, serve, skip_reason, unmatched_keys, write_alice_dataset
+from webui_server import (
+    FAST,
+    assert_same_model_but_new_objects,
+    serve,
+    skip_reason,
+    unmatched_keys,
+    write_alice_dataset,
+)
 
 pytestmark = [pytest.mark.webui, pytest.mark.slow]
 if skip_reason():
     pytest.skip(skip_reason(), allow_module_level=True)
-
-FAST = dict(rank=4, alpha=4, resolution=64, min_bucket_side=64, max_bucket_side=128, batch_size=1, epochs=2,
-            mixed_precision="no", unet_lr=1e-2, te_lr=1e-3, cache_latents="memory", seed=7)  # fmt: skip
 
 
 @pytest.fixture(scope="module")

@@ -198,6 +198,28 @@ def serve(workdir: Path, checkpoint: str = "tiny-sd1", extra_args: tuple[str, ..
         server.stop()
 
 
+# a run that takes seconds on the CPU with the tiny fixtures
+FAST = dict(rank=4, alpha=4, resolution=64, min_bucket_side=64, max_bucket_side=128, batch_size=1, epochs=2,
+            mixed_precision="no", unet_lr=1e-2, te_lr=1e-3, cache_latents="memory", seed=7)  # fmt: skip
+
+
+def assert_xyz_plot_redraws_every_cell(server: WebUI, answer: dict, epochs: tuple[str, ...]) -> None:
+    """Send a compare answer's X/Y/Z hand-off to the host's own X/Y/Z plot: with include_lone_images it returns the
+    grid, then the cells row by row (``epochs``: the cell names' epoch parts) over the columns (weights 0.5, 1, then
+    the no-LoRA reference), each pixel for pixel the cell Epoch Compare rendered."""
+    from PIL import Image, ImageChops
+
+    status, reply = server.call("POST", "/sdapi/v1/txt2img", answer["xyz"][0]["txt2img_payload"], timeout=1800)
+    assert status == 200, reply
+    plotted = [Image.open(io.BytesIO(base64.b64decode(b))).convert("RGB") for b in reply["images"][1:]]
+    cells = f"{answer['folder']}/cells/p1-s1234"
+    expected = []
+    for epoch in epochs:  # the reference column is one cell, repeated in every row
+        expected += [f"{cells}-{epoch}-w0.5.png", f"{cells}-{epoch}-w1.png", f"{cells}-ref-nolora.png"]
+    for path, image in zip(expected, plotted, strict=True):
+        assert ImageChops.difference(Image.open(path).convert("RGB"), image).getbbox() is None, path
+
+
 def assert_same_model_but_new_objects(before: dict, after: dict) -> None:
     """Two host fingerprints of one checkpoint, loaded again in between: the host's loader (one checkpoint in memory)
     built the model anew, so object ids ("structure") differ; weights, flags, devices and dtypes must be the same."""
